@@ -1,0 +1,815 @@
+"""Syntax tree to graph IR: resolve imports, expand motifs and loops, evaluate parameters.
+
+Specs are data. Expressions are evaluated by the small interpreter below, over a
+closed set of operators and builtins; nothing in a spec ever reaches Python's
+``eval``/``exec``. Expansion is bounded (nodes, loop iterations, list sizes,
+recursion) so a hostile spec cannot exhaust the machine.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import ir
+from . import syntax as S
+from .errors import SpecError, Span, did_you_mean, raise_all
+from .parser import parse_expr, parse_file
+
+STDLIB = Path(__file__).with_name("stdlib")
+
+MAX_NODES = 100_000
+MAX_STEPS = 1_000_000
+MAX_LIST = 1_000_000
+MAX_DEPTH = 64
+
+# Bare words a spec may use as values: rule and option names.
+SYMBOLS = {
+    "ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones",
+    "sigmoid", "atan", "triangle", "rectangle", "soft", "hard", "batchnorm", "none",
+    "min_positive", "epsilon", "static", "events", "exc", "inh", "free",
+}
+
+
+class Sym(str):
+    """A bare word such as ``ei_balanced``: compares equal to the string of the same text."""
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    name: str
+
+
+@dataclass
+class Instance:
+    """A motif instance: its return value, and its locals reachable as ``inst.E``."""
+    motif: str
+    path: str
+    scope: dict[str, Any]
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class InitValue:
+    init: ir.Init
+
+
+class _Return(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+@dataclass
+class Program:
+    """Every motif visible from the root file, with where it came from."""
+    motifs: dict[str, S.Motif] = field(default_factory=dict)
+    networks: list[S.Motif] = field(default_factory=list)
+    train: S.TrainBlock | None = None
+
+
+# ---------------------------------------------------------------- imports
+
+def load_program(path: str | Path, include: list[str | Path] = ()) -> Program:
+    root = Path(path)
+    program = Program()
+    roots = [root.resolve().parent, STDLIB.resolve(), *[Path(p).resolve() for p in include]]
+    loaded: set[Path] = set()
+    errors: list[SpecError] = []
+
+    def visit(file: Path, chain: tuple[Path, ...], is_root: bool) -> None:
+        module = parse_file(file)
+        for imp in module.imports:
+            target = _resolve_import(imp, file, roots)
+            if target in chain or target == file.resolve():
+                cycle = " -> ".join(p.name for p in (*chain, file.resolve(), target))
+                errors.append(SpecError(f"import cycle: {cycle}", imp.span,
+                                        hint="move the shared motifs into a file both can import"))
+                continue
+            if target not in loaded:
+                loaded.add(target)
+                visit(target, (*chain, file.resolve()), False)
+        for motif in module.motifs:
+            if motif.is_network:
+                if is_root:
+                    program.networks.append(motif)
+                continue
+            previous = program.motifs.get(motif.name)
+            if previous is not None and previous.span != motif.span:
+                errors.append(SpecError(f"motif '{motif.name}' is defined twice", motif.span,
+                                        notes=[(previous.span, "first defined here")],
+                                        hint="rename one of them"))
+                continue
+            program.motifs[motif.name] = motif
+        if is_root:
+            program.train = module.train
+
+    loaded.add(root.resolve())
+    visit(root, (), True)
+    raise_all(errors)
+    return program
+
+
+def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
+    name = imp.path if imp.path.endswith(".ei") else imp.path + ".ei"
+    if Path(name).is_absolute():
+        raise SpecError(f"import '{imp.path}' is an absolute path", imp.span,
+                        hint="import relative to the spec's folder, the standard library or an --include folder")
+    searched = [importer.resolve().parent, *roots]
+    for base in dict.fromkeys(searched):
+        candidate = base / name
+        if candidate.exists():
+            real = candidate.resolve()
+            if not any(real.is_relative_to(r) for r in roots):
+                raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
+                                imp.span, hint="imports may only reach the spec's folder, the standard "
+                                               "library and folders given with --include")
+            return real
+    raise SpecError(f"cannot find import '{imp.path}'", imp.span,
+                    hint="looked in " + ", ".join(str(p) for p in dict.fromkeys(searched)))
+
+
+# ---------------------------------------------------------------- elaboration
+
+def elaborate(path: str | Path, overrides: dict[str, str] | None = None,
+              include: list[str | Path] = (), network: str | None = None) -> ir.Graph:
+    program = load_program(path, include)
+    return Elaborator(program, str(path)).run(overrides or {}, network)
+
+
+class Elaborator:
+    def __init__(self, program: Program, path: str):
+        self.program = program
+        self.path = path
+        self.graph: ir.Graph | None = None
+        self.network_params: dict[str, Any] = {}
+        self.counters: dict[tuple[str, str], int] = {}
+        self.steps = 0
+        self.depth = 0
+        self.errors: list[SpecError] = []
+
+    # entry
+    def run(self, overrides: dict[str, str], network: str | None) -> ir.Graph:
+        net = self._pick_network(network)
+        params = {}
+        names = [p.name for p in net.params]
+        for key in overrides:
+            if key not in names:
+                hint = did_you_mean(key, names) or ("parameters: " + ", ".join(names) if names else None)
+                raise SpecError(f"network '{net.name}' has no parameter '{key}'", net.span, hint=hint)
+        for p in net.params:
+            if p.name in overrides:
+                params[p.name] = self._override(p.name, overrides[p.name])
+            elif p.default is not None:
+                params[p.name] = self.eval(p.default, {})
+            else:
+                raise SpecError(f"network parameter '{p.name}' has no default", p.span,
+                                hint=f"give it one (`{p.name} = ...`) or pass --set {p.name}=...")
+        self.network_params = params
+        self.graph = ir.Graph(net.name, _plain(params), loc=ir.Loc.of(net.span))
+        scope = dict(params)
+        try:
+            self.exec_block(net.body, scope, "")
+            result = None
+        except _Return as r:
+            result = r.value
+        if self.errors:
+            raise_all(self.errors)
+        if result is None:
+            raise SpecError(f"network '{net.name}' returns nothing", net.span,
+                            hint="end the network with `return readout(y)`")
+        node = self.as_node(result, net.span)
+        if not isinstance(self.graph.node(node), ir.Readout):
+            raise SpecError(f"network '{net.name}' must return a readout", net.span,
+                            hint="wrap the output population: `return readout(y)`")
+        self.graph.output = node
+        if self.program.train is not None:
+            self.graph.train = {s.name: _plain(self.eval(s.value, dict(params)))
+                                for s in self.program.train.settings}
+        return self.graph
+
+    def _pick_network(self, name: str | None) -> S.Motif:
+        nets = self.program.networks
+        if not nets:
+            raise SpecError("no network in this spec", Span(self.path, 1, 1),
+                            hint="define one: `network net(T = 4) { ... return readout(y) }`")
+        if name is None:
+            return nets[-1]
+        for net in nets:
+            if net.name == name:
+                return net
+        raise SpecError(f"no network named '{name}'", Span(self.path, 1, 1),
+                        hint=did_you_mean(name, [n.name for n in nets]))
+
+    def _override(self, name: str, text: str) -> Any:
+        expr = parse_expr(text, f"--set {name}")
+        if isinstance(expr, S.Var) and expr.name not in SYMBOLS:
+            return expr.name  # --set family=bn: a bare word is a string
+        return self.eval(expr, {})
+
+    # statements
+    def exec_block(self, body, scope: dict, path: str) -> None:
+        for stmt in body:
+            self._tick(stmt.span)
+            try:
+                self.exec_stmt(stmt, scope, path)
+            except SpecError as err:
+                # Independent statements fail independently: report them all.
+                self.errors.append(err)
+                if len(self.errors) >= 20:
+                    raise_all(self.errors)
+                if isinstance(stmt, S.Bind):
+                    scope[stmt.name] = _Poison()
+                elif isinstance(stmt, S.PopStmt):
+                    scope[stmt.name] = _Poison()
+
+    def exec_stmt(self, stmt, scope: dict, path: str) -> None:
+        if isinstance(stmt, S.Bind):
+            scope[stmt.name] = self.eval(stmt.value, scope, path, bind=stmt.name)
+        elif isinstance(stmt, S.PopStmt):
+            scope[stmt.name] = self.population(stmt, scope, path)
+        elif isinstance(stmt, S.Projection):
+            self.projection(stmt, scope, path)
+        elif isinstance(stmt, S.For):
+            items = self.eval(stmt.iterable, scope, path)
+            if not isinstance(items, (list, tuple)):
+                raise SpecError(f"`for` needs a list, got {_kind(items)}", stmt.iterable.span)
+            for item in items:
+                scope[stmt.var] = item
+                self.exec_block(stmt.body, scope, path)
+        elif isinstance(stmt, S.If):
+            cond = self.eval(stmt.cond, scope, path)
+            if not isinstance(cond, bool):
+                raise SpecError(f"`if` needs true or false, got {_kind(cond)}", stmt.cond.span,
+                                hint="compare explicitly, e.g. `if family == \"ei\" { ... }`")
+            self.exec_block(stmt.then if cond else stmt.orelse, scope, path)
+        elif isinstance(stmt, S.Return):
+            raise _Return(self.eval(stmt.value, scope, path))
+
+    def _tick(self, span: Span) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise SpecError(f"the spec expands to more than {MAX_STEPS:,} statements", span,
+                            hint="check loop bounds")
+
+    def _node_name(self, path: str, name: str) -> str:
+        return f"{path}.{name}" if path else name
+
+    def _add_node(self, name: str, record, span: Span) -> NodeRef:
+        if name in self.graph.g:
+            raise SpecError(f"'{name}' is already defined", span, hint="use a new name")
+        if self.graph.g.number_of_nodes() >= MAX_NODES:
+            raise SpecError(f"the spec expands to more than {MAX_NODES:,} graph nodes", span)
+        self.graph.add_node(name, record)
+        return NodeRef(name)
+
+    # populations and projections
+    def population(self, stmt: S.PopStmt, scope: dict, path: str) -> NodeRef:
+        call = stmt.call
+        if call.func not in POPULATION_MODELS:
+            raise SpecError(f"'{call.func}' is not a neuron model", call.func_span,
+                            hint=did_you_mean(call.func, POPULATION_MODELS) or
+                            "neuron models: " + ", ".join(POPULATION_MODELS))
+        args = self.bind_args(call, POPULATION_MODELS[call.func], scope, path)
+        size = self.size(args.pop("n"), call.args[0].span if call.args else call.span)
+        sign = {"exc": "exc", "inh": "inh", "pop": "free"}[stmt.sign]
+        fields = {"model": call.func, "sign": sign, "size": size}
+        for key, value in args.items():
+            if key in ("gain", "bias"):
+                fields[key] = None if value is None else self.init_rule(value, call.span)
+            elif key == "norm":
+                fields[key] = "none" if value is None else str(value)
+            else:
+                fields[key] = value
+        record = self.record(ir.Population, fields, call.span, stmt.span)
+        return self._add_node(self._node_name(path, stmt.name), record, stmt.span)
+
+    def projection(self, stmt: S.Projection, scope: dict, path: str) -> None:
+        src = self.as_node(self.resolve_ref(stmt.source, scope), stmt.source.span)
+        dst = self.as_node(self.resolve_ref(stmt.target, scope), stmt.target.span)
+        call = stmt.call
+        kinds = PROJECTION_KINDS["->" if stmt.arrow == "->" else "-|"]
+        if call.func not in kinds:
+            other = "inhibit(...)" if stmt.arrow == "-|" else "dense(...) or conv(...)"
+            raise SpecError(f"'{call.func}' cannot follow '{stmt.arrow}'", call.func_span,
+                            hint=f"'{stmt.arrow}' takes {other}")
+        args = self.bind_args(call, kinds[call.func], scope, path)
+        if call.func == "inhibit":
+            fields = {"subtractive": args.pop("sub"), "divisive": args.pop("div"), **args}
+            if "init" in fields:
+                fields["init"] = self.init_rule(fields["init"], call.span)
+            cls = ir.Inhibition
+        else:
+            fields = {"op": call.func, **args}
+            if call.func == "conv":
+                fields["kernel"] = fields.pop("k")
+                fields["padding"] = fields.pop("pad")
+            fields["init"] = self.init_rule(fields["init"], call.span)
+            cls = ir.Projection
+        record = self.record(cls, fields, call.span, stmt.span)
+        if self.graph.g.has_edge(src, dst):
+            raise SpecError(f"there is already a projection from '{src}' to '{dst}'", stmt.span,
+                            notes=[(self.graph.edge(src, dst).loc.span(), "the first one")],
+                            hint="merge them into one projection")
+        self.graph.add_edge(src, dst, record)
+
+    def record(self, cls, fields: dict, span: Span, stmt_span: Span):
+        from pydantic import ValidationError
+        try:
+            return cls(**fields, loc=ir.Loc.of(stmt_span))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise SpecError(f"bad value for '{where}': {err['msg']}", span,
+                            hint=f"got {err.get('input')!r}") from None
+
+    def init_rule(self, value, span: Span) -> ir.Init:
+        if isinstance(value, InitValue):
+            return value.init
+        if isinstance(value, bool):
+            raise SpecError("an init rule cannot be true/false", span)
+        if isinstance(value, (int, float)):
+            return ir.Init(rule="constant", value=float(value))
+        if isinstance(value, str) and value in INIT_RULES:
+            return ir.Init(rule=value)
+        raise SpecError(f"unknown init rule {value!r}", span,
+                        hint=did_you_mean(str(value), INIT_RULES) or "rules: " + ", ".join(sorted(INIT_RULES)) +
+                        ", uniform(a, b), normal(mean, std), or a number")
+
+    def size(self, value, span: Span) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"a population size must be a number, got {_kind(value)}", span)
+        if isinstance(value, float) and not value.is_integer():
+            raise SpecError(f"population size {value:g} is not a whole number", span,
+                            hint="use // to round down (n // ratio), or choose a ratio that divides the size")
+        if value <= 0:
+            raise SpecError(f"population size must be positive, got {int(value)}", span)
+        return int(value)
+
+    # motif calls and builtins
+    def bind_args(self, call: S.Call, signature: dict[str, Any], scope: dict, path: str,
+                  ambient: bool = False) -> dict[str, Any]:
+        """Match a call's arguments to a signature (name -> default, REQUIRED for none)."""
+        names = list(signature)
+        if len(call.args) > len(names):
+            raise SpecError(f"{call.func}() takes {len(names)} argument{'s' * (len(names) != 1)}, "
+                            f"got {len(call.args)}", call.span,
+                            hint=f"{call.func}({', '.join(names)})")
+        values: dict[str, Any] = {}
+        for name, expr in zip(names, call.args):
+            values[name] = self.eval(expr, scope, path)
+        for kw in call.kwargs:
+            if kw.name not in signature:
+                raise SpecError(f"{call.func}() has no argument '{kw.name}'", kw.span,
+                                hint=did_you_mean(kw.name, names) or f"arguments: {', '.join(names)}")
+            if kw.name in values:
+                raise SpecError(f"argument '{kw.name}' given twice", kw.span)
+            values[kw.name] = self.eval(kw.value, scope, path)
+        for name in names:
+            if name in values:
+                continue
+            if ambient and name in self.network_params:
+                values[name] = self.network_params[name]
+            elif signature[name] is not REQUIRED:
+                default = signature[name]
+                values[name] = self.eval(default.expr, {**self.network_params, **values}, path) \
+                    if isinstance(default, _SyntaxDefault) else default
+            else:
+                hint = f"{call.func}({', '.join(names)})"
+                if ambient:
+                    hint += f"; or give the network a parameter named '{name}'"
+                raise SpecError(f"{call.func}() is missing argument '{name}'", call.span, hint=hint)
+        return values
+
+    def call(self, call: S.Call, scope: dict, path: str, bind: str | None) -> Any:
+        if call.func in self.program.motifs:
+            return self.call_motif(self.program.motifs[call.func], call, scope, path, bind)
+        if call.func in FUNCTIONS:
+            signature, fn = FUNCTIONS[call.func]
+            args = self.bind_args(call, signature, scope, path)
+            try:
+                return fn(**args)
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+                raise SpecError(f"{call.func}(): {exc}", call.span) from None
+        if call.func in GRAPH_BUILTINS:
+            return GRAPH_BUILTINS[call.func](self, call, scope, path)
+        if call.func in POPULATION_MODELS:
+            raise SpecError(f"'{call.func}' makes a population: declare it with a sign", call.span,
+                            hint=f"`exc E = {call.func}(...)`, `inh I = ...` or sign-free `pop P = ...`")
+        if call.func in PROJECTION_KINDS["->"] or call.func in PROJECTION_KINDS["-|"]:
+            raise SpecError(f"'{call.func}' describes a projection", call.span,
+                            hint=f"use it after an arrow: `x -> E : {call.func}(...)`")
+        known = [*self.program.motifs, *FUNCTIONS, *GRAPH_BUILTINS]
+        raise SpecError(f"unknown motif or function '{call.func}'", call.func_span,
+                        hint=did_you_mean(call.func, known) or "is an `import` missing?")
+
+    def call_motif(self, motif: S.Motif, call: S.Call, scope: dict, path: str, bind: str | None) -> Instance:
+        signature = {p.name: (_SyntaxDefault(p.default) if p.default is not None else REQUIRED)
+                     for p in motif.params}
+        args = self.bind_args(call, signature, scope, path, ambient=True)
+        key = (path, motif.name)
+        self.counters[key] = self.counters.get(key, 0) + 1
+        inst_path = self._node_name(path, f"{motif.name}_{self.counters[key]}")
+        inst = Instance(motif.name, inst_path, dict(args))
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise SpecError(f"motifs nest deeper than {MAX_DEPTH} (is '{motif.name}' recursive?)", call.span)
+        try:
+            self.exec_block(motif.body, inst.scope, inst_path)
+        except _Return as r:
+            inst.result = r.value
+        finally:
+            self.depth -= 1
+        return inst
+
+    # names and values
+    def resolve_ref(self, ref: S.Ref, scope: dict):
+        value = self.lookup(ref.parts[0], scope, ref.span)
+        for part in ref.parts[1:]:
+            value = self.attribute(value, part, ref.span)
+        return value
+
+    def lookup(self, name: str, scope: dict, span: Span):
+        if name in scope:
+            value = scope[name]
+        elif name in self.network_params:
+            value = self.network_params[name]
+        elif name in SYMBOLS:
+            return Sym(name)
+        else:
+            hint = did_you_mean(name, [*scope, *self.network_params, *SYMBOLS])
+            raise SpecError(f"unknown name '{name}'", span, hint=hint)
+        if isinstance(value, _Poison):
+            raise SpecError(f"'{name}' could not be defined (see the error above)", span)
+        return value
+
+    def attribute(self, value, name: str, span: Span):
+        if isinstance(value, Instance):
+            if name not in value.scope:
+                raise SpecError(f"motif instance '{value.path}' has no '{name}'", span,
+                                hint=did_you_mean(name, value.scope))
+            return value.scope[name]
+        if isinstance(value, NodeRef) and name in ("n", "size"):
+            return self.graph.node(value.name).size
+        raise SpecError(f"{_kind(value)} has no attribute '{name}'", span)
+
+    def as_node(self, value, span: Span) -> str:
+        if isinstance(value, Instance):
+            if value.result is None:
+                raise SpecError(f"motif '{value.motif}' returns nothing, so it cannot be used as a layer",
+                                span, hint="end the motif with `return E`")
+            return self.as_node(value.result, span)
+        if isinstance(value, NodeRef):
+            return value.name
+        raise SpecError(f"expected a population or layer, got {_kind(value)}", span)
+
+    def eval(self, expr, scope: dict, path: str = "", bind: str | None = None) -> Any:
+        if isinstance(expr, (S.Num, S.Str, S.Bool)):
+            return expr.value
+        if isinstance(expr, S.Var):
+            return self.lookup(expr.name, scope, expr.span)
+        if isinstance(expr, S.ListExpr):
+            return [self.eval(e, scope, path) for e in expr.items]
+        if isinstance(expr, S.DictExpr):
+            out = {}
+            for k, v in expr.pairs:
+                key = self.eval(k, scope, path)
+                if not isinstance(key, (int, float, str, bool)):
+                    raise SpecError(f"a dictionary key must be a number or string, got {_kind(key)}", k.span)
+                out[key] = self.eval(v, scope, path)
+            return out
+        if isinstance(expr, S.Call):
+            return self.call(expr, scope, path, bind)
+        if isinstance(expr, S.Attr):
+            return self.attribute(self.eval(expr.target, scope, path), expr.name, expr.span)
+        if isinstance(expr, S.Index):
+            return self.index(expr, scope, path)
+        if isinstance(expr, S.UnaryOp):
+            value = self.eval(expr.operand, scope, path)
+            if expr.op == "not":
+                if not isinstance(value, bool):
+                    raise SpecError(f"`not` needs true or false, got {_kind(value)}", expr.span)
+                return not value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"cannot negate {_kind(value)}", expr.span)
+            return -value
+        if isinstance(expr, S.BinOp):
+            return self.binop(expr, scope, path)
+        raise SpecError("unsupported expression", getattr(expr, "span", None))
+
+    def index(self, expr: S.Index, scope: dict, path: str):
+        target = self.eval(expr.target, scope, path)
+        key = self.eval(expr.index, scope, path)
+        if isinstance(target, dict):
+            if key not in target:
+                options = ", ".join(map(_show, target))
+                raise SpecError(f"{_show(key)} is not one of {options}", expr.index.span,
+                                hint=f"choose one of {options}")
+            return target[key]
+        if isinstance(target, list):
+            if isinstance(key, bool) or not isinstance(key, int):
+                raise SpecError(f"a list index must be a whole number, got {_kind(key)}", expr.index.span)
+            if not -len(target) <= key < len(target):
+                raise SpecError(f"index {key} is out of range for a list of {len(target)}", expr.index.span)
+            return target[key]
+        raise SpecError(f"cannot index {_kind(target)}", expr.span)
+
+    def binop(self, expr: S.BinOp, scope: dict, path: str):
+        op = expr.op
+        if op in ("and", "or"):
+            left = self.eval(expr.left, scope, path)
+            if not isinstance(left, bool):
+                raise SpecError(f"`{op}` needs true or false, got {_kind(left)}", expr.left.span)
+            if (op == "and" and not left) or (op == "or" and left):
+                return left
+            right = self.eval(expr.right, scope, path)
+            if not isinstance(right, bool):
+                raise SpecError(f"`{op}` needs true or false, got {_kind(right)}", expr.right.span)
+            return right
+        left = self.eval(expr.left, scope, path)
+        right = self.eval(expr.right, scope, path)
+        if op == "+" and _is_node(left) and _is_node(right):
+            return self.spike_sum([left, right], expr, path)
+        if op in ("==", "!="):
+            same = isinstance(left, bool) == isinstance(right, bool) and left == right
+            return same if op == "==" else not same
+        if op in ("<", "<=", ">", ">="):
+            if not (_is_number(left) and _is_number(right)):
+                raise SpecError(f"cannot compare {_kind(left)} with {_kind(right)}", expr.span)
+            return _COMPARE[op](left, right)
+        if isinstance(left, list) and op == "+" and isinstance(right, list):
+            return self._bounded_list(left + right, expr.span)
+        if isinstance(left, list) and op == "*" and _is_int(right):
+            if len(left) * max(right, 0) > MAX_LIST:
+                raise SpecError(f"list would have {len(left) * right:,} items (limit {MAX_LIST:,})", expr.span)
+            return left * right
+        if isinstance(left, str) and op == "+" and isinstance(right, str):
+            return left + right
+        if not (_is_number(left) and _is_number(right)):
+            raise SpecError(f"cannot apply '{op}' to {_kind(left)} and {_kind(right)}", expr.span)
+        try:
+            return _arith(op, left, right)
+        except ZeroDivisionError:
+            raise SpecError("division by zero", expr.right.span) from None
+        except OverflowError:
+            raise SpecError("number too large", expr.span) from None
+
+    def _bounded_list(self, items: list, span: Span) -> list:
+        if len(items) > MAX_LIST:
+            raise SpecError(f"list would have {len(items):,} items (limit {MAX_LIST:,})", span)
+        return items
+
+    def spike_sum(self, values: list, expr, path: str) -> NodeRef:
+        names = [self.as_node(v, expr.span) for v in values]
+        if len(set(names)) != len(names):
+            raise SpecError("a residual sum adds a layer to itself", expr.span,
+                            hint="sum two different layers")
+        key = (path, "sum")
+        self.counters[key] = self.counters.get(key, 0) + 1
+        node = self._add_node(self._node_name(path, f"sum_{self.counters[key]}"), ir.Sum(loc=ir.Loc.of(expr.span)),
+                              expr.span)
+        for port, name in enumerate(names):
+            self.graph.add_edge(name, node.name, ir.Flow(port=port, loc=ir.Loc.of(expr.span)))
+        return node
+
+    def unary_node(self, kind: str, record, source, call: S.Call, path: str) -> NodeRef:
+        src = self.as_node(source, call.span)
+        key = (path, kind)
+        self.counters[key] = self.counters.get(key, 0) + 1
+        node = self._add_node(self._node_name(path, f"{kind}_{self.counters[key]}"), record, call.span)
+        self.graph.add_edge(src, node.name, ir.Flow(loc=record.loc))
+        return node
+
+
+class _Poison:
+    """Stands for a name whose definition failed, so one error does not cascade."""
+
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class _SyntaxDefault:
+    expr: Any
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_node(v) -> bool:
+    return isinstance(v, (NodeRef, Instance))
+
+
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def _arith(op: str, a, b):
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        # Exact division stays an integer so sizes like n / ratio are whole when they should be.
+        if _is_int(a) and _is_int(b) and b != 0 and a % b == 0:
+            return a // b
+        return a / b
+    if op == "//":
+        return a // b
+    if op == "%":
+        return a % b
+    if op == "**":
+        if _is_number(b) and abs(b) > 64:
+            raise OverflowError
+        return a ** b
+    raise ValueError(op)
+
+
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, (int, float)):
+        return f"the number {v:g}" if isinstance(v, float) else f"the number {v}"
+    if isinstance(v, Sym):
+        return f"the word '{v}'"
+    if isinstance(v, str):
+        return f'the string "{v}"'
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a dictionary"
+    if isinstance(v, NodeRef):
+        return f"the layer '{v.name}'"
+    if isinstance(v, Instance):
+        return f"the motif instance '{v.path}'"
+    if isinstance(v, InitValue):
+        return "an init rule"
+    return type(v).__name__
+
+
+def _show(v) -> str:
+    return f'"{v}"' if isinstance(v, str) and not isinstance(v, Sym) else str(v)
+
+
+def _plain(v):
+    """Parameters as JSON-friendly values."""
+    if isinstance(v, Sym):
+        return str(v)
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (NodeRef, Instance, InitValue)):
+        return repr(v)
+    return v
+
+
+# ---------------------------------------------------------------- builtins
+
+INIT_RULES = {"ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones"}
+
+_NEURON = {"tau": 2.0, "theta": 1.0, "reset": "soft", "v_reset": 0.0, "detach_reset": True,
+           "surrogate": "sigmoid", "alpha": 4.0}
+POPULATION_MODELS: dict[str, dict[str, Any]] = {
+    "lif": {"n": REQUIRED, **_NEURON, "norm": None, "gain": None, "bias": None, "dale": True},
+    "relu": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
+    "current": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
+}
+
+PROJECTION_KINDS: dict[str, dict[str, dict[str, Any]]] = {
+    "->": {
+        "dense": {"init": "default", "bias": False, "delay": 0},
+        "conv": {"k": 3, "stride": 1, "pad": 1, "init": "default", "bias": False, "delay": 0},
+    },
+    "-|": {
+        "inhibit": {"sub": True, "div": True, "shared": True, "init": 0.0, "stabilize": "min_positive",
+                    "epsilon": 1e-8, "ste": True, "grad_scale": True, "delay": 0},
+    },
+}
+
+
+def _num(name: str) -> Callable:
+    def check(v):
+        if not _is_number(v):
+            raise TypeError(f"{name} needs a number, got {_kind(v)}")
+        return v
+    return check
+
+
+def _range(start, stop=None, step=1):
+    if stop is None:
+        start, stop = 0, start
+    for v in (start, stop, step):
+        if not _is_int(v):
+            raise TypeError(f"range needs whole numbers, got {_kind(v)}")
+    if step == 0:
+        raise ValueError("step must not be zero")
+    if len(range(start, stop, step)) > MAX_LIST:
+        raise ValueError(f"more than {MAX_LIST:,} items")
+    return list(range(start, stop, step))
+
+
+def _len(x):
+    if not isinstance(x, (list, dict, str)):
+        raise TypeError(f"len needs a list, got {_kind(x)}")
+    return len(x)
+
+
+def _uniform(low, high):
+    return InitValue(ir.Init(rule="uniform", low=_num("uniform")(low), high=_num("uniform")(high)))
+
+
+def _normal(mean, std):
+    return InitValue(ir.Init(rule="normal", mean=_num("normal")(mean), std=_num("normal")(std)))
+
+
+def _constant(value):
+    return InitValue(ir.Init(rule="constant", value=float(_num("constant")(value))))
+
+
+FUNCTIONS: dict[str, tuple[dict, Callable]] = {
+    "min": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: min(_num("min")(a), _num("min")(b))),
+    "max": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: max(_num("max")(a), _num("max")(b))),
+    "abs": ({"x": REQUIRED}, lambda x: abs(_num("abs")(x))),
+    "int": ({"x": REQUIRED}, lambda x: int(_num("int")(x))),
+    "floor": ({"x": REQUIRED}, lambda x: math.floor(_num("floor")(x))),
+    "ceil": ({"x": REQUIRED}, lambda x: math.ceil(_num("ceil")(x))),
+    "sqrt": ({"x": REQUIRED}, lambda x: math.sqrt(_num("sqrt")(x))),
+    "len": ({"x": REQUIRED}, _len),
+    "range": ({"start": REQUIRED, "stop": None, "step": 1}, _range),
+    "uniform": ({"low": REQUIRED, "high": REQUIRED}, _uniform),
+    "normal": ({"mean": REQUIRED, "std": REQUIRED}, _normal),
+    "constant": ({"value": REQUIRED}, _constant),
+}
+
+
+def _shape(value, span: Span) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(_is_int(v) and v > 0 for v in value):
+        raise SpecError(f"an input shape is a list of positive whole numbers, got {_show(value)}", span,
+                        hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")
+    return tuple(value)
+
+
+def _input(encoding: str):
+    def build(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+        args = el.bind_args(call, {"shape": REQUIRED, "T": REQUIRED}, scope, path, ambient=True)
+        if any(isinstance(r, ir.Input) for _, r in el.graph.nodes()):
+            raise SpecError("a network has one input", call.span)
+        T = args["T"]
+        if not _is_int(T) or T <= 0:
+            raise SpecError(f"T must be a positive whole number, got {_show(T)}", call.span)
+        record = ir.Input(shape=_shape(args["shape"], call.span), encoding=encoding, T=T, loc=ir.Loc.of(call.span))
+        return el._add_node(el._node_name(path, "input"), record, call.span)
+    return build
+
+
+def _pool(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED, "k": 2, "stride": None}, scope, path)
+    k = args["k"]
+    stride = k if args["stride"] is None else args["stride"]
+    if not (_is_int(k) and k > 0 and _is_int(stride) and stride > 0):
+        raise SpecError("pool size and stride must be positive whole numbers", call.span)
+    return el.unary_node("pool", ir.Pool(kernel=k, stride=stride, loc=ir.Loc.of(call.span)), args["x"], call, path)
+
+
+def _global_pool(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED}, scope, path)
+    return el.unary_node("pool", ir.Pool(global_pool=True, loc=ir.Loc.of(call.span)), args["x"], call, path)
+
+
+def _flatten(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED}, scope, path)
+    return el.unary_node("flatten", ir.Flatten(loc=ir.Loc.of(call.span)), args["x"], call, path)
+
+
+def _readout(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED}, scope, path)
+    return el.unary_node("readout", ir.Readout(loc=ir.Loc.of(call.span)), args["x"], call, path)
+
+
+def _add(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"a": REQUIRED, "b": REQUIRED}, scope, path)
+    return el.spike_sum([args["a"], args["b"]], call, path)
+
+
+GRAPH_BUILTINS: dict[str, Callable] = {
+    "image": _input("static"),
+    "events": _input("events"),
+    "avgpool": _pool,
+    "global_avgpool": _global_pool,
+    "flatten": _flatten,
+    "readout": _readout,
+    "add": _add,
+}

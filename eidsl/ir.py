@@ -1,0 +1,258 @@
+"""The graph IR: a networkx DiGraph whose nodes and edges are typed records.
+
+One record type per concept (populations, projections, inhibition, pools...), in the
+spirit of NIR. Nodes are keyed by their hierarchical path (``ei_conv_2.E``); every
+record keeps the span of spec text that produced it, so any later stage can point
+back at the spec. Lowering to PyTorch lives in ``compiler/``, never here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .errors import Span
+
+Sign = Literal["exc", "inh", "free"]
+Shape = tuple[int, ...]
+
+
+class Loc(BaseModel):
+    """Where in the spec text a record came from."""
+    model_config = ConfigDict(frozen=True)
+    file: str
+    line: int
+    column: int
+    end_line: int = 0
+    end_column: int = 0
+
+    @classmethod
+    def of(cls, span: Span | None) -> "Loc | None":
+        return None if span is None else cls(**span.to_json())
+
+    def span(self) -> Span:
+        return Span(self.file, self.line, self.column, self.end_line, self.end_column)
+
+
+class Init(BaseModel):
+    """An initialisation rule for one parameter tensor.
+
+    ``ei_balanced`` and ``gain_control`` are the paper's data-dependent E-I Init
+    (PAPER.md §2.2, "Eq. 53" and "Eq. 54"); the others are ordinary rules for baselines.
+    """
+    model_config = ConfigDict(frozen=True)
+    rule: Literal["ei_balanced", "gain_control", "constant", "default", "abs_default",
+                  "kaiming", "uniform", "normal", "zeros", "ones"]
+    value: float | None = None      # constant
+    low: float | None = None        # uniform
+    high: float | None = None
+    mean: float | None = None       # normal
+    std: float | None = None
+
+    @property
+    def data_dependent(self) -> bool:
+        return self.rule in ("ei_balanced", "gain_control")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    loc: Loc | None = None
+
+
+class Input(_Record):
+    """The network's input: a static image repeated over T, or event frames already over T."""
+    kind: Literal["input"] = "input"
+    shape: Shape                      # per sample, without T
+    encoding: Literal["static", "events"] = "static"
+    T: int
+    sign: Sign = "exc"               # pixel intensities and event counts are non-negative
+
+
+class Population(_Record):
+    """A group of neurons: excitatory LIF, inhibitory interneurons, or a readout current."""
+    kind: Literal["population"] = "population"
+    model: Literal["lif", "relu", "current"]
+    sign: Sign
+    size: int                         # neurons (dense) or channels (conv)
+    tau: float = 2.0
+    theta: float = 1.0
+    reset: Literal["soft", "hard"] = "soft"
+    v_reset: float = 0.0
+    detach_reset: bool = True
+    surrogate: Literal["sigmoid", "atan", "triangle", "rectangle"] = "sigmoid"
+    alpha: float = 4.0
+    norm: Literal["none", "batchnorm"] = "none"
+    gain: Init | None = None          # g_E on an E population, g_I on an I population
+    bias: Init | None = None          # b_E
+    dale: bool = True                 # clamp this population's sign-constrained parameters
+    shape: Shape | None = None        # inferred: (size,) or (size, H, W)
+
+
+class Pool(_Record):
+    kind: Literal["pool"] = "pool"
+    op: Literal["avg"] = "avg"
+    kernel: int = 2
+    stride: int = 2
+    global_pool: bool = False
+    shape: Shape | None = None
+
+
+class Flatten(_Record):
+    kind: Literal["flatten"] = "flatten"
+    shape: Shape | None = None
+
+
+class Sum(_Record):
+    """Spike-sum residual (SEW ResNet): the element-wise sum of its inputs."""
+    kind: Literal["sum"] = "sum"
+    shape: Shape | None = None
+
+
+class Readout(_Record):
+    """The network's output: the mean over T of its input current."""
+    kind: Literal["readout"] = "readout"
+    mode: Literal["mean"] = "mean"
+    shape: Shape | None = None
+
+
+Node = Annotated[Union[Input, Population, Pool, Flatten, Sum, Readout], Field(discriminator="kind")]
+
+
+class Projection(_Record):
+    """A weighted excitatory (``->``) projection: dense or convolutional."""
+    kind: Literal["projection"] = "projection"
+    op: Literal["dense", "conv"]
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    bias: bool = False
+    init: Init = Init(rule="default")
+    delay: int = 0
+    nonneg: bool = False              # set by the sign pass: Dale's law on this weight
+    fan_in: int | None = None         # inferred: d of PAPER.md §1.1
+
+
+class Inhibition(_Record):
+    """I -| E: subtractive and/or divisive inhibition through W_EI (PAPER.md §1.2 items 3-5)."""
+    kind: Literal["inhibition"] = "inhibition"
+    subtractive: bool = True
+    divisive: bool = True
+    shared: bool = True               # one W_EI for both paths, or two
+    init: Init = Init(rule="constant", value=0.0)
+    stabilize: Literal["min_positive", "epsilon", "none"] = "min_positive"
+    epsilon: float = 1e-8
+    ste: bool = True
+    grad_scale: bool = True           # W_EI gradient divided by d
+    delay: int = 0
+    nonneg: bool = False
+    fan_in: int | None = None         # d used for the gradient scale
+
+
+class Flow(_Record):
+    """Unweighted data flow into pools, flatten, sums and the readout."""
+    kind: Literal["flow"] = "flow"
+    port: int = 0
+
+
+Edge = Annotated[Union[Projection, Inhibition, Flow], Field(discriminator="kind")]
+
+_node_adapter = TypeAdapter(Node)
+_edge_adapter = TypeAdapter(Edge)
+
+
+class Graph:
+    """A network: the DiGraph plus its name, resolved parameters and training settings."""
+
+    def __init__(self, name: str, params: dict[str, Any] | None = None,
+                 train: dict[str, Any] | None = None, output: str | None = None,
+                 loc: Loc | None = None):
+        self.name = name
+        self.params = dict(params or {})
+        self.train = dict(train or {})
+        self.output = output
+        self.loc = loc
+        self.g = nx.DiGraph()
+
+    # building
+    def add_node(self, name: str, record) -> None:
+        self.g.add_node(name, rec=record)
+
+    def add_edge(self, src: str, dst: str, record) -> None:
+        self.g.add_edge(src, dst, rec=record)
+
+    def node(self, name: str):
+        return self.g.nodes[name]["rec"]
+
+    def edge(self, src: str, dst: str):
+        return self.g.edges[src, dst]["rec"]
+
+    def replace_node(self, name: str, **changes) -> None:
+        self.g.nodes[name]["rec"] = self.node(name).model_copy(update=changes)
+
+    def replace_edge(self, src: str, dst: str, **changes) -> None:
+        self.g.edges[src, dst]["rec"] = self.edge(src, dst).model_copy(update=changes)
+
+    def nodes(self, kind: type | None = None):
+        for name, data in self.g.nodes(data=True):
+            if kind is None or isinstance(data["rec"], kind):
+                yield name, data["rec"]
+
+    def edges(self, kind: type | None = None):
+        for src, dst, data in self.g.edges(data=True):
+            if kind is None or isinstance(data["rec"], kind):
+                yield src, dst, data["rec"]
+
+    def in_edges(self, name: str, kind: type | None = None):
+        for src, _, data in self.g.in_edges(name, data=True):
+            if kind is None or isinstance(data["rec"], kind):
+                yield src, data["rec"]
+
+    def out_edges(self, name: str, kind: type | None = None):
+        for _, dst, data in self.g.out_edges(name, data=True):
+            if kind is None or isinstance(data["rec"], kind):
+                yield dst, data["rec"]
+
+    @property
+    def input_name(self) -> str:
+        return next(name for name, _ in self.nodes(Input))
+
+    # serialisation
+    def to_json(self) -> dict:
+        return {
+            "format": "eidsl-ir/1",
+            "name": self.name,
+            "params": self.params,
+            "train": self.train,
+            "output": self.output,
+            "loc": self.loc.model_dump() if self.loc else None,
+            "nodes": [{"id": n, **r.model_dump(mode="json")} for n, r in self.nodes()],
+            "edges": [{"source": s, "target": t, **r.model_dump(mode="json")} for s, t, r in self.edges()],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Graph":
+        if data.get("format") != "eidsl-ir/1":
+            raise ValueError(f"not an eidsl IR document (format {data.get('format')!r})")
+        g = cls(data["name"], data["params"], data["train"], data["output"],
+                Loc(**data["loc"]) if data.get("loc") else None)
+        for item in data["nodes"]:
+            item = dict(item)
+            name = item.pop("id")
+            g.add_node(name, _node_adapter.validate_python(item))
+        for item in data["edges"]:
+            item = dict(item)
+            src, dst = item.pop("source"), item.pop("target")
+            g.add_edge(src, dst, _edge_adapter.validate_python(item))
+        return g
+
+    @classmethod
+    def loads(cls, text: str) -> "Graph":
+        return cls.from_json(json.loads(text))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Graph) and self.to_json() == other.to_json()
