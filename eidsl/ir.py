@@ -84,7 +84,8 @@ class Population(_Record):
     surrogate: Literal["sigmoid", "atan", "triangle", "rectangle"] = "sigmoid"
     alpha: float = 4.0
     norm: Literal["none", "batchnorm"] = "none"
-    gain: Init | None = None          # g_E on an E population, g_I on an I population
+    gain: Init | None = None          # g_E scales an E population's own current; an I population's
+                                      # gain is g_I, which scales its divisive effect on its targets
     bias: Init | None = None          # b_E
     dale: bool = True                 # clamp this population's sign-constrained parameters
     shape: Shape | None = None        # inferred: (size,) or (size, H, W)

@@ -1,0 +1,118 @@
+"""Load the authors' DeepEISNN weights into an eidsl network (PAPER.md §8, reference-keys/).
+
+The reference names tensors by module path (``layers.3.weight_ei``); eidsl by
+spec path (``layer_1.ei_layer_1.E.W_EI``). Both list their E-I layers in forward
+order, so layers are matched by position and tensors by paper role. Nothing is
+loaded unless every tensor finds its place with the right number of values.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from eidsl import ir
+from eidsl.errors import EidslError
+
+from .network import Network
+
+ROLES = ("W_EE", "W_IE", "W_EI", "g_I", "g_E", "b_E")
+
+
+class ImportError_(EidslError):
+    pass
+
+
+def reference_role(key: str) -> str | None:
+    for pattern, role in ((r"(conv_ee\.weight|weight_ee)$", "W_EE"), (r"(conv_ie\.weight|weight_ie)$", "W_IE"),
+                          (r"weight_ei$", "W_EI"), (r"gain_i$", "g_I"), (r"gain_e$", "g_E"), (r"\.bias$", "b_E")):
+        if re.search(pattern, key):
+            return role
+    return None
+
+
+def reference_layers(state: dict[str, torch.Tensor]) -> list[dict[str, str]]:
+    """Group reference keys into E-I layers: a layer starts at each W_EE."""
+    layers: list[dict[str, str]] = []
+    for key in state:
+        role = reference_role(key)
+        if role is None:
+            raise ImportError_(f"reference key '{key}' is not part of an E-I layer (BatchNorm checkpoints "
+                               "are not DeepEISNN E-I checkpoints)")
+        if role == "W_EE":
+            layers.append({})
+        if not layers or role in layers[-1]:
+            raise ImportError_(f"reference key '{key}' ({role}) does not follow the E-I layer layout")
+        layers[-1][role] = key
+    return layers
+
+
+def model_layers(net: Network) -> list[dict[str, str]]:
+    """eidsl's E-I layers in forward order: each E population with its interneurons."""
+    graph = net.graph
+    specs = net.param_specs
+    layers = []
+    for step in net.plan.steps:
+        if step.op != "integrate" or not step.params["W_EI"]:
+            continue
+        e = step.node
+        (i_name, _), = list(graph.in_edges(e, ir.Inhibition))
+        layer = {"W_EE": f"{e}.W_EE", "W_IE": f"{i_name}.W_IE", "W_EI": f"{e}.W_EI",
+                 "g_I": f"{i_name}.g_I", "g_E": f"{e}.g_E", "b_E": f"{e}.b_E"}
+        missing = [p for p in layer.values() if p not in specs]
+        if missing:
+            raise ImportError_(f"layer '{e}' is not a DeepEISNN E-I layer (no {missing[0].rsplit('.', 1)[1]})")
+        layers.append(layer)
+    return layers
+
+
+def import_deepeisnn(net: Network, state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Copy a reference state dict into `net`; returns the key mapping (reference -> eidsl)."""
+    ref, ours = reference_layers(state), model_layers(net)
+    mapping: dict[str, str] = {}
+    for index in range(max(len(ref), len(ours))):
+        if index >= len(ref):
+            raise ImportError_(f"the checkpoint has {len(ref)} E-I layers, the spec {len(ours)}: "
+                               f"nothing for '{ours[index]['W_EE']}'")
+        if index >= len(ours):
+            raise ImportError_(f"the checkpoint has {len(ref)} E-I layers, the spec {len(ours)}: "
+                               f"no place for '{ref[index]['W_EE']}'")
+        for role in ROLES:
+            key, path = ref[index].get(role), ours[index][role]
+            if key is None:
+                raise ImportError_(f"reference layer {index} has no {role}")
+            target = net.tensor(path)
+            source = state[key]
+            if source.numel() != target.numel() or (role.startswith("W") and source.shape[0] != target.shape[0]):
+                raise ImportError_(f"'{key}' {tuple(source.shape)} does not fit '{path}' {tuple(target.shape)}")
+            mapping[key] = path
+    with torch.no_grad():
+        for key, path in mapping.items():
+            target = net.tensor(path)
+            target.copy_(state[key].reshape(target.shape))
+    return mapping
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A reference training checkpoint (.pth, weights under model_state_dict) or model.safetensors,
+    read without executing code."""
+    path = Path(path)
+    if not path.exists():
+        raise ImportError_(f"no such checkpoint: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for damaged files
+            raise ImportError_(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ImportError_(f"{path}: refused to load ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                           "only plain tensors are accepted, never pickled code") from None
+    if isinstance(data, dict) and "model_state_dict" in data:
+        data = data["model_state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ImportError_(f"{path}: no state dict of tensors found")
+    return {k.removeprefix("module."): v for k, v in data.items()}

@@ -1,0 +1,191 @@
+"""The runtime: an nn.Module that owns the parameters and interprets a plan.
+
+Parameters live in a tree of modules that mirrors the spec's hierarchy, so a
+state dict reads ``layer_1.ei_layer_1.E.W_EE``. State is explicit: every forward
+starts its membrane potentials at zero, so consecutive calls never leak.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from eidsl import ir
+
+from . import ops
+from .plan import ParamSpec, Plan, Step
+
+
+class Scope(nn.Module):
+    """A node of the parameter tree (a motif instance or a population)."""
+
+
+class Network(nn.Module):
+    def __init__(self, plan: Plan, graph: ir.Graph | None = None):
+        super().__init__()
+        self.plan = plan
+        self.graph = graph
+        self.T = plan.T
+        self.encoding = plan.input.encoding
+        self.param_specs = {p.path: p for p in plan.params}
+        for spec in plan.params:
+            scope, name = self._scope(spec.path)
+            scope.register_parameter(name, nn.Parameter(torch.empty(spec.shape)))
+        for spec in plan.buffers:
+            scope, name = self._scope(spec.path)
+            bn = nn.BatchNorm2d(spec.shape[0]) if self._spatial(spec.node) else nn.BatchNorm1d(spec.shape[0])
+            scope.add_module(name, bn)
+
+    def _spatial(self, node: str) -> bool:
+        return any(s.attrs.get("spatial") for s in self.plan.steps if s.node == node and s.op == "integrate")
+
+    def _scope(self, path: str) -> tuple[nn.Module, str]:
+        *parts, name = path.split(".")
+        module: nn.Module = self
+        for part in parts:
+            child = module._modules.get(part)
+            if child is None:
+                child = Scope()
+                module.add_module(part, child)
+            module = child
+        return module, name
+
+    def tensor(self, path: str):
+        module, name = self._scope(path)
+        return getattr(module, name)
+
+    # running
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)[self.plan.output]
+
+    def run(self, x: torch.Tensor, hook: Callable | None = None, keep: bool = False) -> dict[str, torch.Tensor]:
+        """Execute the plan. `hook(step, env)` runs before each step (E-I Init uses it);
+        with `keep`, every intermediate tensor is returned (for statistics and diagnostics)."""
+        env = {"input": x}
+        for step in self.plan.steps:
+            if hook is not None:
+                hook(step, env)
+            outs = RUNNERS[step.op](self, step, [env[i] for i in step.ins])
+            for name, value in zip(step.outs, outs):
+                env[name] = value
+        return env if keep else {self.plan.output: env[self.plan.output]}
+
+    def clamp_(self) -> None:
+        """Project every sign-constrained parameter onto >= 0 (Dale's law, positive gains)."""
+        with torch.no_grad():
+            for path, spec in self.param_specs.items():
+                if spec.nonneg:
+                    self.tensor(path).clamp_(min=0)
+
+
+# ---------------------------------------------------------------- step runners
+
+
+def _param(net: Network, path):
+    return None if path is None else net.tensor(path)
+
+
+def _run_project(net: Network, step: Step, ins):
+    weights = [net.tensor(p) for p in step.params["weights"]]
+    biases = [_param(net, p) for p in step.params["biases"]]
+    return ops.project(ins[0], weights, biases, step.attrs["op"], step.attrs["stride"], step.attrs["padding"])
+
+
+def _run_integrate(net: Network, step: Step, ins):
+    n_exc = step.attrs["n_exc"]
+    excitation, inhibitors = ins[:n_exc], ins[n_exc:]
+    I_EE = ops.spike_sum(*excitation) if excitation else None
+    if step.params["bn"] is not None:
+        I_EE = net.tensor(step.params["bn"])(I_EE)
+    I_sub = I_div = None
+    rule = ("none", False, 1e-8)
+    for s_I, mode, w_paths, g_path in zip(inhibitors, step.attrs["modes"], step.params["W_EI"], step.params["g_I"]):
+        weights = [ops.scale_grad(net.tensor(p), mode["grad_scale"]) if mode["grad_scale"] != 1.0
+                   else net.tensor(p) for p in w_paths]
+        g_I = _param(net, g_path)
+        if len(weights) == 1:
+            sub, div = ops.inhibition_currents(s_I, weights[0], g_I, mode["subtractive"], mode["divisive"])
+        else:
+            sub, _ = ops.inhibition_currents(s_I, weights[0], None, True, False)
+            _, div = ops.inhibition_currents(s_I, weights[1], g_I, False, True)
+        I_sub = sub if I_sub is None else (I_sub if sub is None else I_sub + sub)
+        I_div = div if I_div is None else (I_div if div is None else I_div + div)
+        if mode["divisive"]:
+            rule = (mode["stabilize"], mode["ste"], mode["epsilon"])
+    if I_EE is None:
+        I_EE = torch.zeros_like(I_sub if I_sub is not None else I_div)
+    if step.attrs["balanced_only"]:
+        return [I_EE if I_sub is None else I_EE - I_sub]
+    if I_div is not None:
+        I_div = ops.stabilise(I_div, rule[0], rule[1], rule[2])
+    return [ops.integrate(I_EE, I_sub, I_div, _param(net, step.params["g_E"]), _param(net, step.params["b_E"]))]
+
+
+def _run_lif(net: Network, step: Step, ins):
+    a = step.attrs
+    return [ops.lif(ins[0], a["T"], a["tau"], a["theta"], a["reset"], a["v_reset"], a["detach_reset"],
+                    a["surrogate"], a["alpha"])]
+
+
+RUNNERS: dict[str, Callable] = {
+    "repeat_static": lambda net, step, ins: [ops.repeat_static(ins[0], step.attrs["T"])],
+    "fold_events": lambda net, step, ins: [ops.fold_events(ins[0])],
+    "project": _run_project,
+    "integrate": _run_integrate,
+    "lif": _run_lif,
+    "relu": lambda net, step, ins: [ops.relu(ins[0])],
+    "identity": lambda net, step, ins: [ins[0]],
+    "delay": lambda net, step, ins: [ops.delay(ins[0], step.attrs["T"], step.attrs["steps"])],
+    "avgpool": lambda net, step, ins: [ops.avgpool(ins[0], step.attrs["kernel"], step.attrs["stride"])],
+    "global_avgpool": lambda net, step, ins: [ops.global_avgpool(ins[0])],
+    "flatten": lambda net, step, ins: [ops.flatten(ins[0])],
+    "spike_sum": lambda net, step, ins: [ops.spike_sum(*ins)],
+    "readout_mean": lambda net, step, ins: [ops.readout_mean(ins[0], step.attrs["T"])],
+}
+
+
+# ---------------------------------------------------------------- data-free initialisation
+
+
+def initialise(net: Network, seed: int = 0) -> None:
+    """Rules that need no data. ei_balanced/gain_control weights are left for E-I Init (init.py),
+    given a provisional value so an un-initialised network still runs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for path, spec in net.param_specs.items():
+            t = net.tensor(path)
+            fill(t, spec, gen)
+        net.clamp_()
+
+
+def fill(t: torch.Tensor, spec: ParamSpec, gen: torch.Generator) -> None:
+    rule, init = spec.init.rule, spec.init
+    fan_in = max(spec.fan_in, 1)
+    bound = 1.0 / math.sqrt(fan_in)
+    if rule == "constant":
+        t.fill_(init.value)
+    elif rule == "zeros":
+        t.zero_()
+    elif rule == "ones":
+        t.fill_(1.0)
+    elif rule in ("default", "abs_default"):
+        # PyTorch's nn.Linear/Conv default: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(d), 1/sqrt(d)).
+        t.uniform_(-bound, bound, generator=gen)
+        if rule == "abs_default":
+            t.abs_()
+    elif rule == "kaiming":
+        fan_out = t.shape[0] * (math.prod(t.shape[2:]) if t.dim() > 2 else 1)
+        t.normal_(0.0, math.sqrt(2.0 / fan_out), generator=gen)
+    elif rule == "uniform":
+        t.uniform_(init.low, init.high, generator=gen)
+    elif rule == "normal":
+        t.normal_(init.mean, init.std, generator=gen)
+    elif rule == "ei_balanced":
+        # Placeholder until E-I Init sees data: the binary-input scale at firing rate 0.2.
+        t.exponential_(1.0 / math.sqrt(0.8 / (1.8 * fan_in)), generator=gen)
+    elif rule == "gain_control":
+        t.fill_(math.sqrt(1.8 / (0.2 * fan_in)))
+    else:
+        raise ValueError(rule)

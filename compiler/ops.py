@@ -1,0 +1,247 @@
+"""The paper's math, in one place, named in its terms (PAPER.md §1.2, §3).
+
+Tensors carry time folded into the batch, (T*B, features) or (T*B, C, H, W),
+except inside the LIF, which unfolds time to integrate the membrane.
+
+    I_EE = W_EE x,  I_IE = W_IE x                      (one fused projection)
+    s_I  = max(0, I_IE)                                  (fast interneurons)
+    I_sub = W_EI s_I,  I_div = W_EI (g_I * s_I)          (one batched product)
+    I_int = g_E * (I_EE - I_sub) / stabilise(I_div) + b_E
+    output layer: I_EE - I_sub, averaged over T
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- time encoding
+
+
+def repeat_static(x: torch.Tensor, T: int) -> torch.Tensor:
+    """A static image is shown at every time step (direct encoding): (B, ...) -> (T*B, ...)."""
+    return x.unsqueeze(0).expand(T, *x.shape).reshape(T * x.shape[0], *x.shape[1:])
+
+
+def fold_events(x: torch.Tensor) -> torch.Tensor:
+    """Event frames (B, T, ...) -> time-major folded (T*B, ...)."""
+    return x.transpose(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def unfold_time(x: torch.Tensor, T: int) -> torch.Tensor:
+    return x.view(T, x.shape[0] // T, *x.shape[1:])
+
+
+def fold_time(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def delay(x: torch.Tensor, T: int, steps: int) -> torch.Tensor:
+    """The value of `steps` time steps earlier; zero before the first step."""
+    seq = unfold_time(x, T)
+    shifted = torch.cat([torch.zeros_like(seq[:steps]), seq[:-steps]], 0)
+    return fold_time(shifted)
+
+
+def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
+    """Logits are the mean over time of the output current."""
+    return unfold_time(x, T).mean(0)
+
+
+# ---------------------------------------------------------------- projections
+
+
+def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
+            op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
+    """E->E and E->I (and any other projections sharing a source) as one matmul/conv, then split."""
+    weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases)])
+    if op == "dense":
+        out = F.linear(x, weight, bias)
+        dim = -1
+    else:
+        out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+        dim = 1
+    if len(weights) == 1:
+        return [out]
+    return list(out.split([w.shape[0] for w in weights], dim=dim))
+
+
+def _channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
+    return v.view(v.shape[0], *([1] * (like.dim() - 2)))
+
+
+def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """W (n_out, n_in) applied over the neuron/channel axis, independently at each position."""
+    if s.dim() == 2:
+        return F.linear(s, W)
+    return F.conv2d(s, W[:, :, None, None])
+
+
+def scale_grad(w: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward (bit-exact), gradient multiplied by `scale` (E-I Prop's 1/d for W_EI)."""
+    return w.detach() + scale * (w - w.detach())
+
+
+# ---------------------------------------------------------------- inhibition
+
+
+def inhibition_currents(s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor | None,
+                        subtractive: bool, divisive: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """I_sub = W_EI s_I and I_div = W_EI (g_I * s_I), computed by one product when both are needed."""
+    if subtractive and divisive:
+        gated = s_I * _channels(g_I, s_I) if g_I is not None else s_I
+        both = pointwise(W_EI, torch.cat([s_I, gated], 0))
+        I_sub, I_div = both.chunk(2, 0)
+        return I_sub, I_div
+    if subtractive:
+        return pointwise(W_EI, s_I), None
+    gated = s_I * _channels(g_I, s_I) if g_I is not None else s_I
+    return None, pointwise(W_EI, gated)
+
+
+def min_positive(I_div: torch.Tensor) -> torch.Tensor:
+    """Exact zeros replaced by the smallest positive entry of the same sample and time step.
+
+    A row with no positive entry gets +inf, so its integrated current is b_E alone.
+    Branchless and free of host synchronisation.
+    """
+    rows = I_div.flatten(1)
+    smallest = torch.where(rows > 0, rows, torch.full_like(rows, math.inf)).amin(1, keepdim=True)
+    return torch.where(rows == 0, smallest, rows).view_as(I_div)
+
+
+def straight_through(x: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
+    """Forward `replaced` exactly, backward the identity to `x` (E-I Prop, PAPER.md §3 item 2)."""
+    return replaced.detach() + (x - x.detach())
+
+
+def stabilise(I_div: torch.Tensor, rule: str, ste: bool, epsilon: float = 1e-8) -> torch.Tensor:
+    """Make the divisor safe: min-positive replacement (the paper's), I_div + epsilon, or nothing."""
+    if rule == "epsilon":
+        return I_div + epsilon
+    if rule == "none":
+        return I_div
+    if ste:
+        return straight_through(I_div, min_positive(I_div.detach()))
+    return min_positive(I_div)
+
+
+def integrate(I_EE: torch.Tensor, I_sub: torch.Tensor | None, I_div: torch.Tensor | None,
+              g_E: torch.Tensor | None, b_E: torch.Tensor | None) -> torch.Tensor:
+    """I_int = g_E * (I_EE - I_sub) / I_div + b_E (terms absent from the circuit are skipped)."""
+    current = I_EE if I_sub is None else I_EE - I_sub
+    if g_E is not None:
+        current = current * _channels(g_E, current)
+    if I_div is not None:
+        current = current / I_div
+    if b_E is not None:
+        current = current + _channels(b_E, current)
+    return current
+
+
+# ---------------------------------------------------------------- neurons
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """Fast-spiking interneurons at steady state (PAPER.md §1.2 item 2)."""
+    return torch.relu(x)
+
+
+def surrogate_grad(x: torch.Tensor, kind: str, alpha: float) -> torch.Tensor:
+    """d spike / d v at x = v - theta, for the Heaviside's smooth stand-in."""
+    if kind == "sigmoid":
+        s = torch.sigmoid(alpha * x)
+        return alpha * s * (1 - s)
+    if kind == "atan":
+        return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+    if kind == "triangle":
+        return torch.clamp(alpha - alpha * alpha * x.abs(), min=0)
+    if kind == "rectangle":
+        return (x.abs() < 0.5 / alpha).to(x.dtype) * alpha
+    raise ValueError(f"unknown surrogate {kind!r}")
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kind: str, alpha: float):
+        ctx.save_for_backward(x)
+        ctx.kind, ctx.alpha = kind, alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * surrogate_grad(x, ctx.kind, ctx.alpha), None, None
+
+
+def spike(x: torch.Tensor, kind: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
+    return _Spike.apply(x, kind, alpha)
+
+
+def lif_step(v: torch.Tensor, current: torch.Tensor, tau: float, theta: float, reset: str, v_reset: float,
+             detach_reset: bool, surrogate: str, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step: charge v <- v (1 - 1/tau) + I, fire s = [v >= theta], reset (soft: v - theta s)."""
+    v = v * (1.0 - 1.0 / tau) + current
+    s = spike(v - theta, surrogate, alpha)
+    r = s.detach() if detach_reset else s
+    v = v - theta * r if reset == "soft" else r * v_reset + (1 - r) * v
+    return v, s
+
+
+def lif(current: torch.Tensor, T: int, tau: float = 2.0, theta: float = 1.0, reset: str = "soft",
+        v_reset: float = 0.0, detach_reset: bool = True, surrogate: str = "sigmoid",
+        alpha: float = 4.0) -> torch.Tensor:
+    """Multi-step LIF over folded (T*B, ...) currents; v starts at 0 on every call."""
+    seq = unfold_time(current, T)
+    v = torch.zeros_like(seq[0])
+    spikes = []
+    for t in range(T):
+        v, s = lif_step(v, seq[t], tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
+        spikes.append(s)
+    return torch.stack(spikes).flatten(0, 1)
+
+
+# ---------------------------------------------------------------- pooling and shape
+
+
+def avgpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    return F.avg_pool2d(x, kernel, stride)
+
+
+def global_avgpool(x: torch.Tensor) -> torch.Tensor:
+    return x.mean((2, 3), keepdim=True)
+
+
+def flatten(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1)
+
+
+def spike_sum(*xs: torch.Tensor) -> torch.Tensor:
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+# ---------------------------------------------------------------- E-I Init statistics (PAPER.md §2.2)
+
+
+def input_statistics(x: torch.Tensor) -> tuple[float, float, float]:
+    """E[x], E[x^2] and the mean per-feature unbiased variance over the T*B rows."""
+    x = x.detach().double()
+    return x.mean().item(), (x * x).mean().item(), x.var(0).mean().item()
+
+
+def balanced_scale(mean: float, mean_sq: float, var: float, fan_in: int) -> float:
+    """sigma_w = sqrt(Var[x] / (d (E[x^2] + Var[x])))   ("Eq. 53")."""
+    return math.sqrt(var / (fan_in * (mean_sq + var)))
+
+
+def gain_control(mean: float, mean_sq: float, var: float, fan_in: int) -> float:
+    """g_I = sqrt(E[x^2] + Var[x]) / (sqrt(d) E[x])   ("Eq. 54")."""
+    return math.sqrt(mean_sq + var) / (math.sqrt(fan_in) * mean)
