@@ -32,9 +32,10 @@ import torch
 from torch.utils.data import Dataset
 
 from eidsl.augment import Cutout, OneOf, RandomRoll, SquareCutout
+from eidsl.errors import EidslError
 
 
-class DataError(Exception):
+class DataError(EidslError):
     """A dataset is missing, malformed or unknown; the message says what and where."""
 
 

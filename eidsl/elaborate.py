@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import operator
+
+import networkx as nx
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -132,10 +134,18 @@ def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
 
 # ---------------------------------------------------------------- elaboration
 
-def elaborate(path: str | Path, overrides: dict[str, str] | None = None,
+def elaborate(path: str | Path, overrides: dict[str, Any] | None = None,
               include: list[str | Path] = (), network: str | None = None) -> ir.Graph:
+    """Overrides are text from the command line (`--set depth=8`, parsed as .ei expressions)
+    or, wrapped in `Value`, Python values from the API."""
     program = load_program(path, include)
     return Elaborator(program, str(path)).run(overrides or {}, network)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A parameter override given as a Python value rather than as spec text."""
+    value: Any
 
 
 class Elaborator:
@@ -148,6 +158,7 @@ class Elaborator:
         self.steps = 0
         self.depth = 0
         self.errors: list[SpecError] = []
+        self.renames: dict[str, str] = {}
 
     # entry
     def run(self, overrides: dict[str, str], network: str | None) -> ir.Graph:
@@ -202,7 +213,9 @@ class Elaborator:
         raise SpecError(f"no network named '{name}'", Span(self.path, 1, 1),
                         hint=did_you_mean(name, [n.name for n in nets]))
 
-    def _override(self, name: str, text: str) -> Any:
+    def _override(self, name: str, text) -> Any:
+        if isinstance(text, Value):
+            return _from_python(text.value)
         expr = parse_expr(text, f"--set {name}")
         if isinstance(expr, S.Var) and expr.name not in SYMBOLS:
             return expr.name  # --set family=bn: a bare word is a string
@@ -215,8 +228,10 @@ class Elaborator:
             try:
                 self.exec_stmt(stmt, scope, path)
             except SpecError as err:
-                # Independent statements fail independently: report them all.
-                self.errors.append(err)
+                # Independent statements fail independently: report them all, but not
+                # the echoes of an earlier failure.
+                if not isinstance(err, _Cascade):
+                    self.errors.append(err)
                 if len(self.errors) >= 20:
                     raise_all(self.errors)
                 if isinstance(stmt, S.Bind):
@@ -421,7 +436,26 @@ class Elaborator:
             inst.result = r.value
         finally:
             self.depth -= 1
+        self._collapse(inst_path)
         return inst
+
+    def _collapse(self, path: str) -> None:
+        """A motif that only wraps one other (std's `layer` choosing `ei_layer`) adds no name level:
+        `layer_1.ei_layer_1.E` becomes `layer_1.E`."""
+        prefix = path + "."
+        own = [n for n in self.graph.g if n.startswith(prefix)]
+        rests = [n[len(prefix):] for n in own]
+        children = {r.split(".", 1)[0] for r in rests}
+        if len(children) != 1 or not all("." in r for r in rests):
+            return
+        mapping = {n: prefix + r.split(".", 1)[1] for n, r in zip(own, rests)}
+        nx.relabel_nodes(self.graph.g, mapping, copy=False)
+        self.renames.update(mapping)
+
+    def resolve(self, name: str) -> str:
+        while name in self.renames:
+            name = self.renames[name]
+        return name
 
     # names and values
     def resolve_ref(self, ref: S.Ref, scope: dict):
@@ -441,7 +475,7 @@ class Elaborator:
             hint = did_you_mean(name, [*scope, *self.network_params, *SYMBOLS])
             raise SpecError(f"unknown name '{name}'", span, hint=hint)
         if isinstance(value, _Poison):
-            raise SpecError(f"'{name}' could not be defined (see the error above)", span)
+            raise _Cascade(f"'{name}' could not be defined", span)
         return value
 
     def attribute(self, value, name: str, span: Span):
@@ -451,7 +485,7 @@ class Elaborator:
                                 hint=did_you_mean(name, value.scope))
             return value.scope[name]
         if isinstance(value, NodeRef) and name in ("n", "size"):
-            return self.graph.node(value.name).size
+            return self.graph.node(self.resolve(value.name)).size
         raise SpecError(f"{_kind(value)} has no attribute '{name}'", span)
 
     def as_node(self, value, span: Span) -> str:
@@ -461,7 +495,7 @@ class Elaborator:
                                 span, hint="end the motif with `return E`")
             return self.as_node(value.result, span)
         if isinstance(value, NodeRef):
-            return value.name
+            return self.resolve(value.name)
         raise SpecError(f"expected a population or layer, got {_kind(value)}", span)
 
     def eval(self, expr, scope: dict, path: str = "", bind: str | None = None) -> Any:
@@ -504,7 +538,8 @@ class Elaborator:
         if isinstance(target, dict):
             if key not in target:
                 options = ", ".join(map(_show, target))
-                raise SpecError(f"{_show(key)} is not one of {options}", expr.index.span,
+                what = f"{expr.index.name} = {_show(key)}" if isinstance(expr.index, S.Var) else _show(key)
+                raise SpecError(f"{what} is not one of {options}", expr.index.span,
                                 hint=f"choose one of {options}")
             return target[key]
         if isinstance(target, list):
@@ -580,6 +615,10 @@ class Elaborator:
         node = self._add_node(self._node_name(path, f"{kind}_{self.counters[key]}"), record, call.span)
         self.graph.add_edge(src, node.name, ir.Flow(loc=record.loc))
         return node
+
+
+class _Cascade(SpecError):
+    """An error caused by an earlier one; it stops the statement without being reported."""
 
 
 class _Poison:
@@ -661,6 +700,16 @@ def _kind(v) -> str:
 
 def _show(v) -> str:
     return f'"{v}"' if isinstance(v, str) and not isinstance(v, Sym) else str(v)
+
+
+def _from_python(v):
+    if isinstance(v, tuple):
+        v = list(v)
+    if isinstance(v, list):
+        return [_from_python(x) for x in v]
+    if isinstance(v, str) and v in SYMBOLS:
+        return Sym(v)
+    return v
 
 
 def _plain(v):
