@@ -1,0 +1,204 @@
+"""Hand-derived forward/backward pairs for the elementwise math of an E-I layer.
+
+Plain autograd records every intermediate of the circuit and of each LIF time
+step, and replays one kernel per recorded op in the backward pass. These
+Functions compute the same values (the straightforward formulas live in
+tests/test_fused.py as the reference) in fewer passes over memory, and save only
+what their backward needs:
+
+    LIF             saves the membrane before the spike, h (one tensor over T)
+    integrate       saves a = I_EE - I_sub and the stabilised divisor
+    min-positive    saves nothing (straight-through: identity backward)
+    inhibition      saves s_I (the batched W_EI product is recomputed from it)
+
+Everything is device- and layout-agnostic (no host synchronisation, no
+data-dependent Python branch, channels-last tensors stay channels-last).
+Under torch.compile the plain formulas are traced instead (see ops.py): the
+compiler fuses them itself and picks what to save.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.autograd import Function
+
+
+def channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
+    return v.view(v.shape[0], *([1] * (like.dim() - 2)))
+
+
+def _sum_to_channels(x: torch.Tensor) -> torch.Tensor:
+    return x.sum([d for d in range(x.dim()) if d != 1])
+
+
+# ---------------------------------------------------------------- LIF over T
+
+
+def surrogate_from_membrane(h: torch.Tensor, theta: float, kind: str, alpha: float) -> torch.Tensor:
+    """d spike / d h at every entry, as a new tensor, computed in place on one buffer."""
+    x = torch.sub(h, theta)
+    if kind == "sigmoid":
+        y = x.mul_(alpha).sigmoid_()
+        return torch.addcmul(y, y, y, value=-1.0).mul_(alpha)          # alpha * y * (1 - y)
+    if kind == "atan":
+        return x.mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
+    if kind == "triangle":
+        return x.abs_().mul_(-alpha * alpha).add_(alpha).clamp_(min=0)
+    if kind == "rectangle":
+        return x.abs_().lt_(0.5 / alpha).mul_(alpha)
+    raise ValueError(f"unknown surrogate {kind!r}")
+
+
+def lif_forward(current: torch.Tensor, T: int, decay: float, theta: float, soft: bool,
+                v_reset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes and the membrane h before each spike, both folded (T*B, ...)."""
+    seq = current.view(T, current.shape[0] // T, *current.shape[1:])
+    h = torch.empty_like(seq)
+    spikes = torch.empty_like(seq)
+    v = None
+    for t in range(T):
+        if v is None:
+            h[t].copy_(seq[t])
+        else:
+            torch.add(seq[t], v, alpha=decay, out=h[t])
+        torch.ge(h[t], theta, out=spikes[t])
+        if t + 1 < T:
+            v = torch.sub(h[t], spikes[t], alpha=theta) if soft else \
+                torch.where(spikes[t].bool(), v_reset, h[t])
+    return spikes.flatten(0, 1), h.flatten(0, 1)
+
+
+def lif_backward(grad: torch.Tensor, h: torch.Tensor, T: int, decay: float, theta: float, soft: bool,
+                 v_reset: float, detach_reset: bool, surrogate: str, alpha: float) -> torch.Tensor:
+    """dL/d current from dL/d spikes: g_t = dL/ds_t * s'(h_t) + decay * g_{t+1} * dv_t/dh_t."""
+    sg = surrogate_from_membrane(h, theta, surrogate, alpha)
+    plain = soft and detach_reset                      # dv/dh = 1: the common case, no extra tensor
+    g = sg.mul_(grad) if plain else torch.mul(sg, grad)
+    gs = g.view(T, g.shape[0] // T, *g.shape[1:])
+    if plain:
+        for t in range(T - 2, -1, -1):
+            gs[t].add_(gs[t + 1], alpha=decay)
+        return g
+    hs = h.view_as(gs)
+    sgs = sg.view_as(gs)
+    for t in range(T - 2, -1, -1):
+        if soft:                                       # v = h - theta s(h)
+            dvdh = torch.mul(sgs[t], -theta).add_(1.0)
+        else:                                          # v = s v_reset + (1 - s) h
+            dvdh = (hs[t] < theta).to(h.dtype)
+            if not detach_reset:
+                dvdh = dvdh.add_(torch.sub(v_reset, hs[t]).mul_(sgs[t]))
+        gs[t].addcmul_(gs[t + 1], dvdh, value=decay)
+    return g
+
+
+class LIF(Function):
+    @staticmethod
+    def forward(ctx, current, T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha):
+        decay, soft = 1.0 - 1.0 / tau, reset == "soft"
+        spikes, h = lif_forward(current, T, decay, theta, soft, v_reset)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(h)
+        ctx.cfg = (T, decay, theta, soft, v_reset, detach_reset, surrogate, alpha)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        return (lif_backward(grad, h, *ctx.cfg),) + (None,) * 8
+
+
+# ---------------------------------------------------------------- E-I integration
+
+
+class Integrate(Function):
+    """I_int = g_E * (I_EE - I_sub) / D + b_E, in the reference's order of operations."""
+
+    @staticmethod
+    def forward(ctx, I_EE, I_sub, D, g_E, b_E):
+        a = torch.sub(I_EE, I_sub)
+        out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+        ctx.save_for_backward(a, D, g_E)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, D, g_E = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grad_b = _sum_to_channels(grad) if need[4] else None
+        r = torch.div(grad, D)                          # dL/d(g a)
+        g = channels(g_E, r)
+        grad_EE = torch.mul(r, g) if need[0] else None
+        grad_sub = torch.mul(r, -g) if need[1] else None
+        ra = r.mul_(a)                                  # dL/dg per entry
+        grad_g = _sum_to_channels(ra) if need[3] else None
+        grad_D = ra.mul_(-g).div_(D) if need[2] else None   # -dL/dI_int * g a / D^2
+        return grad_EE, grad_sub, grad_D, grad_g, grad_b
+
+
+# ---------------------------------------------------------------- E-I Prop's stabilisation
+
+
+def min_positive(I_div: torch.Tensor) -> torch.Tensor:
+    """Exact zeros replaced by the smallest positive entry of the same sample and time step."""
+    dims = tuple(range(1, I_div.dim()))
+    positive = torch.where(I_div > 0, I_div, math.inf)
+    smallest = positive.amin(dims, keepdim=True)
+    return torch.where(I_div == 0, smallest, I_div)
+
+
+class MinPositiveSTE(Function):
+    """Forward: min-positive replacement. Backward: the identity (E-I Prop's STE)."""
+
+    @staticmethod
+    def forward(ctx, I_div):
+        return min_positive(I_div)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+# ---------------------------------------------------------------- inhibition currents
+
+
+def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """W (n_out, n_in) applied over the neuron/channel axis, independently at each position."""
+    if s.dim() == 2:
+        return F.linear(s, W)
+    return F.conv2d(s, W[:, :, None, None])
+
+
+def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, need_s: bool, need_W: bool):
+    if s.dim() == 2:
+        return (grad @ W if need_s else None), (grad.t() @ s if need_W else None)
+    gs, gw, _ = torch.ops.aten.convolution_backward(
+        grad, s, W[:, :, None, None], None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_s, need_W, False])
+    return gs, (gw.view_as(W) if need_W else None)
+
+
+class Inhibition(Function):
+    """(I_sub, I_div) = (W_EI s_I, W_EI (g_I * s_I)) as one batched product; saves s_I only."""
+
+    @staticmethod
+    def forward(ctx, s_I, W_EI, g_I):
+        gated = s_I * channels(g_I, s_I)
+        both = pointwise(W_EI, torch.cat([s_I, gated], 0))
+        ctx.save_for_backward(s_I, W_EI, g_I)
+        return tuple(both.chunk(2, 0))
+
+    @staticmethod
+    def backward(ctx, grad_sub, grad_div):
+        s_I, W, g_I = ctx.saved_tensors
+        need_s, need_W, need_g = ctx.needs_input_grad
+        g = channels(g_I, s_I)
+        gated = s_I * g
+        gs_sub, gw_sub = pointwise_backward(grad_sub, s_I, W, need_s, need_W)
+        gs_div, gw_div = pointwise_backward(grad_div, gated, W, need_s or need_g, need_W)
+        grad_s = torch.addcmul(gs_sub, gs_div, g) if need_s else None
+        grad_g = _sum_to_channels(gs_div.mul_(s_I)) if need_g else None
+        grad_W = gw_sub.add_(gw_div) if need_W else None
+        return grad_s, grad_W, grad_g
