@@ -150,6 +150,26 @@ def min_positive(I_div: torch.Tensor) -> torch.Tensor:
     return torch.where(I_div == 0, smallest, I_div)
 
 
+_CHUNKS = 8   # row blocks for reductions whose elementwise temporary would otherwise be E-sized
+
+
+def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return x.split(max(1, -(-x.shape[0] // _CHUNKS)), 0)
+
+
+def min_positive_(I_div: torch.Tensor) -> torch.Tensor:
+    """min_positive written into I_div's own buffer (for a temporary nobody else holds);
+    the masked minimum is taken block by block so its temporary stays small."""
+    dims = tuple(range(1, I_div.dim()))
+    smallest = torch.cat([torch.where(rows > 0, rows, math.inf).amin(dims, keepdim=True) for rows in _blocks(I_div)])
+    return torch.where(I_div == 0, smallest, I_div, out=I_div)
+
+
+def _sum_product_to_channels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sum over all but the channel axis of x * y, without an E-sized temporary."""
+    return sum(_sum_to_channels(a * b) for a, b in zip(_blocks(x), _blocks(y)))
+
+
 class MinPositiveSTE(Function):
     """Forward: min-positive replacement. Backward: the identity (E-I Prop's STE)."""
 
@@ -202,3 +222,86 @@ class Inhibition(Function):
         grad_g = _sum_to_channels(gs_div.mul_(s_I)) if need_g else None
         grad_W = gw_sub.add_(gw_div) if need_W else None
         return grad_s, grad_W, grad_g
+
+
+# ---------------------------------------------------------------- the whole circuit, saving a and s_I
+
+
+class Circuit(Function):
+    """The standard E-I layer (PAPER.md §1.2 items 2-5 with E-I Prop's min-positive STE):
+
+        I_sub, I_div = W_EI s_I, W_EI (g_I s_I);   a = I_EE - I_sub
+        I_int = g_E * a / min_positive(I_div) + b_E
+
+    It saves a and s_I only: the divisor is recomputed in the backward from s_I (half of the
+    batched W_EI product), which costs n_E*n_I multiply-adds per position and saves one full
+    E-sized tensor per layer. The I->E gradients of both paths go through one W_EI^T product each.
+    """
+
+    @staticmethod
+    def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E):
+        # The two W_EI products run one after the other so that each E-sized buffer is reused
+        # in place as soon as it is consumed: the peak holds I_EE, a and D, never [I_sub; I_div].
+        D = min_positive_(pointwise(W_EI, s_I * channels(g_I, s_I)))
+        a = pointwise(W_EI, s_I)
+        a = torch.sub(I_EE, a, out=a)
+        out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+        ctx.save_for_backward(a, s_I, W_EI, g_I, g_E)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, s_I, W, g_I, g_E = ctx.saved_tensors
+        need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad
+        g = channels(g_I, s_I)
+        gated = s_I * g
+        D = min_positive_(pointwise(W, gated))
+        grad_b = _sum_to_channels(grad) if need_b else None
+        ge = channels(g_E, grad)
+        ga = torch.div(grad, D).mul_(ge)                    # dL/dI_EE = -dL/dI_sub
+        q = torch.div(a, D, out=D)                          # a / D, in D's buffer
+        grad_gE = _sum_product_to_channels(grad, q) if need_gE else None
+        grad_D = q.mul_(ga).neg_()                          # dL/dI_div through the STE: -g a grad / D^2
+        del D, q
+        inner = need_s or need_gI
+        gs_sub, gw_sub = pointwise_backward(ga, s_I, W, need_s, need_W) if need_s or need_W else (None, None)
+        gs_div, gw_div = pointwise_backward(grad_D, gated, W, inner, need_W) if inner or need_W else (None, None)
+        grad_s = torch.mul(gs_div, g).sub_(gs_sub) if need_s else None
+        grad_gI = _sum_to_channels(gs_div.mul_(s_I)) if need_gI else None
+        grad_W = gw_div.sub_(gw_sub) if need_W else None
+        return (ga if need_EE else None), grad_s, grad_W, grad_gI, grad_gE, grad_b
+
+
+# ---------------------------------------------------------------- fused projection, weights not copied into the graph
+
+
+class Project(Function):
+    """x -> [W_1 x, W_2 x, ...] as one conv/matmul (one concatenated weight, output split).
+
+    The backward works part by part: no concatenated weight is kept from the forward and no
+    concatenated output gradient is built, so its peak holds one part's buffers at a time."""
+
+    @staticmethod
+    def forward(ctx, x, conv, stride, padding, *weights):
+        W = torch.cat(weights, 0)
+        out = F.conv2d(x, W, None, stride, padding) if conv else F.linear(x, W)
+        ctx.save_for_backward(x, *weights)
+        ctx.geometry = (conv, stride, padding)
+        return tuple(out.split([w.shape[0] for w in weights], 1 if conv else -1))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, *weights = ctx.saved_tensors
+        conv, stride, padding = ctx.geometry
+        need_x = ctx.needs_input_grad[0]
+        grad_x, grad_ws = None, []
+        for grad, w, need_w in zip(grads, weights, ctx.needs_input_grad[4:]):
+            if conv:
+                gx, gw, _ = torch.ops.aten.convolution_backward(
+                    grad, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+            else:
+                gx = grad @ w if need_x else None
+                gw = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
+            grad_x = gx if grad_x is None else grad_x.add_(gx) if need_x else None
+            grad_ws.append(gw)
+        return (grad_x, None, None, None, *grad_ws)

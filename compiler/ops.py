@@ -77,6 +77,8 @@ def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
 def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
             op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
     """E->E and E->I (and any other projections sharing a source) as one matmul/conv, then split."""
+    if len(weights) > 1 and all(b is None for b in biases) and _fast():
+        return list(fused.Project.apply(x, op != "dense", stride, padding, *weights))
     weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
     bias = None
     if any(b is not None for b in biases):
@@ -118,6 +120,18 @@ def inhibition_currents(s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor
         return pointwise(W_EI, s_I), None
     gated = s_I * _channels(g_I, s_I) if g_I is not None else s_I
     return None, pointwise(W_EI, gated)
+
+
+def ei_circuit(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor,
+               g_E: torch.Tensor, b_E: torch.Tensor) -> torch.Tensor:
+    """The whole standard circuit, g_E (I_EE - W_EI s_I) / min_positive_STE(W_EI (g_I s_I)) + b_E.
+
+    Eager: one Function saving I_EE - I_sub and s_I only. Same values as inhibition_currents,
+    stabilise and integrate in a row, which is what the compiled path runs."""
+    if _fast():
+        return fused.Circuit.apply(I_EE, s_I, W_EI, g_I, g_E, b_E)
+    I_sub, I_div = inhibition_currents(s_I, W_EI, g_I, True, True)
+    return integrate(I_EE, I_sub, stabilise(I_div, "min_positive", True), g_E, b_E)
 
 
 def min_positive(I_div: torch.Tensor) -> torch.Tensor:

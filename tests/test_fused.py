@@ -254,3 +254,45 @@ def test_network_fused_equals_plain(spec, params, shape):
     (l1, g1), (l0, g0) = results
     assert close(l1, l0, 1e-12) and len(g1) == len(g0) > 0
     assert all(close(a, b, 1e-9) for a, b in zip(g1, g0))
+
+
+# ---------------------------------------------------------------- the fused circuit and projection
+
+
+def ref_circuit(I_EE, s_I, W, g_I, g_E, b_E):
+    I_sub, I_div = ref_inhibition(s_I, W, g_I)
+    return ref_integrate(I_EE, I_sub, ref_min_positive_ste(I_div), g_E, b_E)
+
+
+@pytest.mark.parametrize("shape_E, shape_I", [((10, 8), (10, 2)), ((4, 8, 5, 5), (4, 2, 5, 5))])
+def test_circuit_matches_plain_autograd(shape_E, shape_I):
+    gen = torch.Generator().manual_seed(8)
+    rand = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float64)  # noqa: E731
+    s_I = torch.relu(torch.randn(shape_I, generator=gen, dtype=torch.float64))
+    s_I[0] = 0.0                  # a silent sample: its divisor is all zeros, replaced by +inf
+    s_I[1, :, ...] *= (rand(shape_I[1:]) > 0.5)     # scattered zeros: min-positive replacement
+    args = [rand(shape_E), s_I, rand(8, 2), rand(2) + 0.3, rand(8) + 0.5, torch.randn(8, dtype=torch.float64)]
+    assert_same(fused.Circuit.apply, ref_circuit, args)
+
+
+def test_circuit_saves_a_and_s_I_only():
+    args = leaves(torch.rand(4, 8, 5, 5), torch.rand(4, 2, 5, 5), torch.rand(8, 2), torch.rand(2), torch.rand(8),
+                  torch.rand(8))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fused.Circuit.apply(*args)
+    assert sorted(t.numel() for t in saved)[-2:] == [4 * 2 * 25, 4 * 8 * 25]
+
+
+@pytest.mark.parametrize("conv", [True, False])
+def test_project_matches_plain_autograd(conv):
+    gen = torch.Generator().manual_seed(9)
+    if conv:
+        x = torch.rand(3, 4, 6, 6, generator=gen, dtype=torch.float64)
+        ws = [torch.rand(5, 4, 3, 3, generator=gen, dtype=torch.float64), torch.rand(2, 4, 3, 3, generator=gen, dtype=torch.float64)]
+        ref = lambda x, a, b: (F.conv2d(x, a, stride=2, padding=1), F.conv2d(x, b, stride=2, padding=1))  # noqa: E731
+    else:
+        x = torch.rand(3, 7, generator=gen, dtype=torch.float64)
+        ws = [torch.rand(5, 7, generator=gen, dtype=torch.float64), torch.rand(2, 7, generator=gen, dtype=torch.float64)]
+        ref = lambda x, a, b: (x @ a.t(), x @ b.t())  # noqa: E731
+    assert_same(lambda x, a, b: fused.Project.apply(x, conv, 2, 1, a, b), ref, [x, *ws])
