@@ -150,24 +150,11 @@ def min_positive(I_div: torch.Tensor) -> torch.Tensor:
     return torch.where(I_div == 0, smallest, I_div)
 
 
-_CHUNKS = 8   # row blocks for reductions whose elementwise temporary would otherwise be E-sized
-
-
-def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return x.split(max(1, -(-x.shape[0] // _CHUNKS)), 0)
-
-
 def min_positive_(I_div: torch.Tensor) -> torch.Tensor:
-    """min_positive written into I_div's own buffer (for a temporary nobody else holds);
-    the masked minimum is taken block by block so its temporary stays small."""
+    """min_positive written into I_div's own buffer (for a temporary nobody else holds)."""
     dims = tuple(range(1, I_div.dim()))
-    smallest = torch.cat([torch.where(rows > 0, rows, math.inf).amin(dims, keepdim=True) for rows in _blocks(I_div)])
+    smallest = torch.where(I_div > 0, I_div, math.inf).amin(dims, keepdim=True)
     return torch.where(I_div == 0, smallest, I_div, out=I_div)
-
-
-def _sum_product_to_channels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """sum over all but the channel axis of x * y, without an E-sized temporary."""
-    return sum(_sum_to_channels(a * b) for a, b in zip(_blocks(x), _blocks(y)))
 
 
 class MinPositiveSTE(Function):
@@ -260,7 +247,7 @@ class Circuit(Function):
         ge = channels(g_E, grad)
         ga = torch.div(grad, D).mul_(ge)                    # dL/dI_EE = -dL/dI_sub
         q = torch.div(a, D, out=D)                          # a / D, in D's buffer
-        grad_gE = _sum_product_to_channels(grad, q) if need_gE else None
+        grad_gE = _sum_to_channels(grad * q) if need_gE else None
         grad_D = q.mul_(ga).neg_()                          # dL/dI_div through the STE: -g a grad / D^2
         del D, q
         inner = need_s or need_gI
