@@ -117,7 +117,7 @@ for _module in ("cli_compile", "cli_train", "cli_graph", "cli_tools", "cli_bench
             raise
 
 if __name__ == "__main__":
-    # `python -m eidsl.cli` runs this file as __main__, but command modules register on the `app` of
-    # the module eidsl.cli: run that one.
+    # Under `python -m eidsl.cli` this file runs as __main__, a second copy of the module; the command
+    # modules register on `eidsl.cli.app`, so run that one.
     from eidsl.cli import main as _main
     _main()
