@@ -117,4 +117,6 @@ for _module in ("cli_compile", "cli_train", "cli_graph", "cli_tools", "cli_bench
             raise
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m eidsl.cli`, this file is `__main__`; command modules register on `eidsl.cli.app`.
+    from eidsl.cli import main as _registered_main
+    _registered_main()
