@@ -324,6 +324,9 @@ def _check_lowerable(graph: ir.Graph) -> None:
         span = edge.loc.span() if edge.loc else None
         if getattr(edge, "delay", 0) < 0:
             raise SpecError(f"delay must be 0 or more time steps, got {edge.delay}", span)
+        if isinstance(edge, ir.Inhibition) and not (edge.subtractive or edge.divisive):
+            raise SpecError("this inhibition is neither subtractive nor divisive, so it does nothing", span,
+                            hint="set `sub = true`, `div = true` or both")
         if isinstance(edge, ir.Inhibition) and not isinstance(graph.node(src), ir.Population):
             raise SpecError(f"inhibition must come from a population, but '{src}' is a {graph.node(src).kind}",
                             span, hint="inhibit from the interneuron population itself (`I -| E`)")
