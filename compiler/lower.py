@@ -331,6 +331,10 @@ def _check_lowerable(graph: ir.Graph) -> None:
             raise SpecError(f"inhibition must come from a population, but '{src}' is a {graph.node(src).kind}",
                             span, hint="inhibit from the interneuron population itself (`I -| E`)")
     for name, rec in graph.nodes():
+        if isinstance(rec, ir.Readout) and rec.shape is not None and len(rec.shape) != 1:
+            raise SpecError(f"the readout needs one value per class, but its input has shape {tuple(rec.shape)}",
+                            rec.loc.span() if rec.loc else None,
+                            hint="flatten it (after global_avgpool) and end on a classifier layer")
         if isinstance(rec, (ir.Pool, ir.Flatten, ir.Readout)):
             n = sum(1 for _ in graph.in_edges(name))
             if n != 1:

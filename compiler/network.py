@@ -13,9 +13,14 @@ import torch
 from torch import nn
 
 from eidsl import ir
+from eidsl.errors import EidslError
 
 from . import ops
 from .plan import ParamSpec, Plan, Step, walk
+
+
+class InputError(EidslError):
+    pass
 
 
 class Scope(nn.Module):
@@ -63,6 +68,7 @@ class Network(nn.Module):
     def run(self, x: torch.Tensor, hook: Callable | None = None, keep: bool = False) -> dict[str, torch.Tensor]:
         """Execute the plan. `hook(step, env)` runs before each step (E-I Init uses it);
         with `keep`, every intermediate tensor is returned (for statistics and diagnostics)."""
+        self.check_input(x)
         env = {"input": x}
         for step in self.plan.steps:
             if hook is not None:
@@ -74,6 +80,18 @@ class Network(nn.Module):
             for name, value in zip(step.outs, outs):
                 env[name] = value
         return env if keep else {self.plan.output: env[self.plan.output]}
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A batch of the wrong shape is a user error, reported as such rather than deep inside a matmul."""
+        want = tuple(self.plan.input.shape)
+        if self.encoding == "events":
+            ok, form = x.dim() == len(want) + 2 and x.shape[1] == self.T and tuple(x.shape[2:]) == want, \
+                f"(B, T={self.T}, {', '.join(map(str, want))})"
+        else:
+            ok, form = x.dim() == len(want) + 1 and tuple(x.shape[1:]) == want, f"(B, {', '.join(map(str, want))})"
+        if not ok:
+            raise InputError(f"the network '{self.plan.name}' takes batches of shape {form}, "
+                             f"got {tuple(x.shape)}")
 
     def clamp_(self) -> None:
         """Project every sign-constrained parameter onto >= 0 (Dale's law, positive gains)."""
