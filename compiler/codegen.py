@@ -30,11 +30,11 @@ def where(loc: ir.Loc | None) -> str:
     """A spec location as FILE:LINE, relative to the working folder when it is inside it."""
     if loc is None:
         return "?"
-    path = Path(loc.file)
-    try:
-        path = path.resolve().relative_to(Path.cwd().resolve())
-    except (ValueError, OSError):
-        pass
+    path = Path(loc.file).resolve()
+    for base in (Path.cwd().resolve(), Path(__file__).resolve().parents[1]):   # the user's folder, eidsl's
+        if path.is_relative_to(base):
+            path = path.relative_to(base)
+            break
     return f"{path}:{loc.line}"
 
 
