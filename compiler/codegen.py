@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from eidsl import ir
+from eidsl.passes import node_sign
 
 from .lower import python_name
 from .plan import Plan, Step
@@ -100,8 +101,23 @@ class _Gen:
         return node.rsplit(".", 1)[-1]
 
     def new(self, node: str, term: str) -> str:
-        scope = self.scope(node)
+        """`<layer>_<term>`; a population not called E, I or O adds its name (`layer_1_I_int_F`)."""
+        scope, pop = self.scope(node), self.pop(node)
+        if pop not in ("E", "I", "O") and not term.endswith(f"_{pop}"):
+            term = f"{term}_{pop}"
         return self.names.fresh(f"{scope}_{term}{self.suffix}" if scope else f"{term}{self.suffix}")
+
+    def current(self, name: str, weight: str) -> str:
+        """The paper's name of a projection's current: I_EE for W_EE, I_IE for W_IE; with the source
+        when the population has several projections of that kind."""
+        dst, src = name.split("<-")
+        role = self.specs[weight].role
+        term = f"I_{role[2:]}" if role.startswith("W_") and len(role) == 4 else "I"
+        if self.graph is not None and dst in self.graph.g:
+            signs = [node_sign(self.graph, s) for s, _ in self.graph.in_edges(dst, ir.Projection)]
+            if signs.count(node_sign(self.graph, src)) > 1:
+                term += f"_from_{python_name(src)}"
+        return term
 
     def param(self, path: str | None) -> str:
         return "None" if path is None else _ref(path)
@@ -205,12 +221,7 @@ def _fold_events(g: _Gen, step: Step, ins):
 
 
 def _project(g: _Gen, step: Step, ins):
-    outs = []
-    for out, path in zip(step.outs, step.params["weights"]):
-        role = g.specs[path].role
-        dst = out.split("<-")[0]
-        term = f"I_{role[2:]}" if role.startswith("W_") and len(role) == 4 else f"I_{g.pop(dst)}"
-        outs.append(g.new(dst, term))
+    outs = [g.new(out.split("<-")[0], g.current(out, path)) for out, path in zip(step.outs, step.params["weights"])]
     weights = ", ".join(_ref(p) for p in step.params["weights"])
     biases = ", ".join(g.param(b) for b in step.params["biases"])
     a = step.attrs
@@ -403,18 +414,19 @@ def _loop(g: _Gen, step: Step, ins):
 def _predict(g: _Gen, name: str, body: list[Step]) -> str:
     """The paper's name of a loop value, for the helper variables made before the body is written."""
     producer = next(s for s in body if name in s.outs)
-    node, scope = producer.node, g.scope(producer.node)
+    node = producer.node
     if producer.op == "project":
-        dst = name.split("<-")[0]
-        role = g.specs[producer.params["weights"][producer.outs.index(name)]].role
-        term = f"I_{role[2:]}" if role.startswith("W_") and len(role) == 4 else f"I_{g.pop(dst)}"
-        scope = g.scope(dst)
+        node = name.split("<-")[0]
+        term = g.current(name, producer.params["weights"][producer.outs.index(name)])
     elif producer.op in ("lif_step", "relu"):
         term = f"s_{g.pop(node)}"
     elif producer.op == "integrate":
-        term = f"I_int_{g.pop(node)}"
+        term = "I_int"
     else:
         return python_name(name)
+    scope, pop = g.scope(node), g.pop(node)
+    if pop not in ("E", "I", "O") and not term.endswith(f"_{pop}"):
+        term = f"{term}_{pop}"
     return f"{scope}_{term}" if scope else term
 
 

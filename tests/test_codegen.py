@@ -122,3 +122,41 @@ def test_compile_reports_spec_errors_with_location(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "mlp.ei:14" in result.output and "depth = 3" in result.output
     assert not (tmp_path / "build").exists()
+
+
+LOOPS = {
+    # event frames into a convolutional recurrent-inhibition loop
+    "events_conv_loop.ei": ('import "recurrent_inhibition_loop"\nnetwork a(T = 4) {\n    h = events([2, 8, 8])\n'
+                            '    h = recurrent_inhibition_loop(h, 8, op = "conv")\n'
+                            '    return readout(ei_readout(flatten(avgpool(h, 4)), 4))\n}\n', (3, 4, 2, 8, 8)),
+    # a loop through a pool with a 2-step delay, and delayed inhibition entering it from outside
+    "pool_delay_loop.ei": ('import "std"\nnetwork b(T = 5) {\n    x = image([2, 8, 8])\n'
+                           '    exc E = lif(8, gain = 1, bias = 0)\n    inh I = relu(4)\n    exc F = lif(8, gain = 1, bias = 0)\n'
+                           '    x -> E : conv(3, 1, 1, init = abs_default)\n'
+                           '    x -> I : conv(3, 1, 1, init = abs_default, delay = 1)\n'
+                           '    p = avgpool(E, 3, stride = 1)\n    p -> F : conv(3, 1, 2, init = abs_default)\n'
+                           '    F -> E : conv(3, 1, 1, init = abs_default, delay = 2)\n'
+                           '    I -| E : inhibit(sub = true, div = false, init = 0.25, delay = 1)\n'
+                           '    return readout(plain_readout(flatten(F), 3))\n}\n', (3, 2, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(LOOPS))
+def test_generated_loops_equal_the_interpreter(tmp_path, monkeypatch, name):
+    text, shape = LOOPS[name]
+    (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["compile", name, "-q", "-I", str(SPECS / "motifs")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    info = load_build(latest_build())
+    eager = eidsl.build_graph(info.graph).double()
+    assert any(s.op == "loop" for s in eager.plan.steps)
+    generated = import_generated(latest_build() / "model.py").Model().double()
+    generated.load_state_dict(eager.state_dict())
+    x = torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a, b = eager(x), generated(x)
+    assert torch.equal(a, b)
+    a.sum().backward()
+    b.sum().backward()
+    for (n, p), q in zip(eager.named_parameters(), generated.parameters()):
+        assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad), n
