@@ -24,6 +24,7 @@ from eidsl.errors import EidslError
 from . import ops
 from .network import Network, run_loop
 
+
 class InitError(EidslError):
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)

@@ -39,7 +39,8 @@ def print_summary(summary: dict, where: Path) -> None:
     out.print(table)
     n, plan = summary["neurons"], summary["plan"]
     weighted = sum(1 for layer in summary["layers"] if layer["parameters"])
-    out.print(f"layers: {weighted} with weights ({len(summary['layers'])} in all)   parameters: {summary['parameters']:,}   "
+    out.print(f"layers: {weighted} with weights ({len(summary['layers'])} in all)   "
+              f"parameters: {summary['parameters']:,}   "
               f"FLOPs per time step: {summary['flops_per_step']:,} multiply-adds per sample   "
               f"neurons: E {n['E']:,}  I {n['I']:,}" + (f"  sign-free {n['free']:,}" if n.get("free") else "")
               + f"   T = {summary['T']}", highlight=False)

@@ -131,7 +131,8 @@ LOOPS = {
                             '    return readout(ei_readout(flatten(avgpool(h, 4)), 4))\n}\n', (3, 4, 2, 8, 8)),
     # a loop through a pool with a 2-step delay, and delayed inhibition entering it from outside
     "pool_delay_loop.ei": ('import "std"\nnetwork b(T = 5) {\n    x = image([2, 8, 8])\n'
-                           '    exc E = lif(8, gain = 1, bias = 0)\n    inh I = relu(4)\n    exc F = lif(8, gain = 1, bias = 0)\n'
+                           '    exc E = lif(8, gain = 1, bias = 0)\n    inh I = relu(4)\n'
+                           '    exc F = lif(8, gain = 1, bias = 0)\n'
                            '    x -> E : conv(3, 1, 1, init = abs_default)\n'
                            '    x -> I : conv(3, 1, 1, init = abs_default, delay = 1)\n'
                            '    p = avgpool(E, 3, stride = 1)\n    p -> F : conv(3, 1, 2, init = abs_default)\n'

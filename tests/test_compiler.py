@@ -127,7 +127,8 @@ def test_conv_gradients_match_the_paper_formulas(tmp_path):
     assert_same_gradients(net, P, 6 + 6 + 3)
     env = net.run(x, keep=True)
     s_I = env["ei_layer_1.I"]
-    I_div = pm.over_channels(net.get_parameter("ei_layer_1.E.W_EI"), s_I * net.get_parameter("ei_layer_1.I.g_I")[:, None, None])
+    g_I = net.get_parameter("ei_layer_1.I.g_I")[:, None, None]
+    I_div = pm.over_channels(net.get_parameter("ei_layer_1.E.W_EI"), s_I * g_I)
     zeros = (I_div == 0).flatten(1)
     assert zeros.any(1)[~zeros.all(1)].any(), "no partial zeros: min-positive replacement untested"
 
@@ -209,7 +210,8 @@ def test_min_positive_replacement_per_sample_row():
     conv = torch.zeros(2, 2, 2, 2)
     conv[0, 1, 1, 0] = 0.25
     conv[0, 0, 0, 1] = 4.0
-    assert torch.equal(ops.min_positive(conv)[0], torch.tensor([[[0.25, 4.0], [0.25, 0.25]], [[0.25, 0.25], [0.25, 0.25]]]))
+    expected = torch.tensor([[[0.25, 4.0], [0.25, 0.25]], [[0.25, 0.25], [0.25, 0.25]]])
+    assert torch.equal(ops.min_positive(conv)[0], expected)
     assert torch.isinf(ops.min_positive(conv)[1]).all()
     # All-zero row: (I_EE - I_sub) / inf = 0, so I_int is the bias alone.
     b_E = torch.tensor([0.5, -0.25, 1.0])
