@@ -117,4 +117,7 @@ for _module in ("cli_compile", "cli_train", "cli_graph", "cli_tools", "cli_bench
             raise
 
 if __name__ == "__main__":
-    main()
+    # Under `python -m eidsl.cli` this file runs as __main__, a second copy of the module; the command
+    # modules register on `eidsl.cli.app`, so run that one.
+    from eidsl.cli import main as _main
+    _main()

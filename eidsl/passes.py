@@ -199,6 +199,10 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
             errors.append(SpecError(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", _span(edge),
                                     hint="excitatory populations project with '->'; route inhibition through "
                                          "an `inh` population"))
+        if isinstance(edge, ir.Inhibition) and not isinstance(s, ir.Population):
+            errors.append(SpecError(f"inhibition must come from a population, but '{src}' is a {s.kind}",
+                                    _span(edge), hint="inhibit from the interneuron population itself (`I -| E`)"))
+            continue
         if isinstance(edge, ir.Inhibition) and isinstance(s, ir.Population) and s.model == "current":
             errors.append(SpecError(f"'{src}' is a readout current and cannot inhibit", _span(edge)))
         signed = s_sign != "free" and d.sign != "free" and d.dale
