@@ -40,9 +40,9 @@ def _sum_to_channels(x: torch.Tensor) -> torch.Tensor:
 def surrogate_from_membrane(h: torch.Tensor, theta: float, kind: str, alpha: float) -> torch.Tensor:
     """d spike / d h at every entry, as a new tensor, computed in place on one buffer."""
     x = torch.sub(h, theta)
-    if kind == "sigmoid":
+    if kind == "sigmoid":                     # alpha * y * (1 - y), rounded as ops.surrogate_grad does
         y = x.mul_(alpha).sigmoid_()
-        return torch.addcmul(y, y, y, value=-1.0).mul_(alpha)          # alpha * y * (1 - y)
+        return torch.mul(y, alpha).mul_(y.neg_().add_(1.0))
     if kind == "atan":
         return x.mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
     if kind == "triangle":
@@ -80,7 +80,7 @@ def lif_backward(grad: torch.Tensor, h: torch.Tensor, T: int, decay: float, thet
     gs = g.view(T, g.shape[0] // T, *g.shape[1:])
     if plain:
         for t in range(T - 2, -1, -1):
-            gs[t].add_(gs[t + 1], alpha=decay)
+            gs[t].add_(gs[t + 1] * decay)           # product, then sum: autograd's rounding
         return g
     hs = h.view_as(gs)
     sgs = sg.view_as(gs)
@@ -128,14 +128,14 @@ class Integrate(Function):
     def backward(ctx, grad):
         a, D, g_E = ctx.saved_tensors
         need = ctx.needs_input_grad
+        g = channels(g_E, a)
         grad_b = _sum_to_channels(grad) if need[4] else None
+        # The formulas and the rounding of autograd's Mul/Div/Sub backward, in fewer buffers.
+        grad_D = torch.mul(a, g).div_(D).div_(D).mul_(grad).neg_() if need[2] else None
         r = torch.div(grad, D)                          # dL/d(g a)
-        g = channels(g_E, r)
         grad_EE = torch.mul(r, g) if need[0] else None
         grad_sub = torch.mul(r, -g) if need[1] else None
-        ra = r.mul_(a)                                  # dL/dg per entry
-        grad_g = _sum_to_channels(ra) if need[3] else None
-        grad_D = ra.mul_(-g).div_(D) if need[2] else None   # -dL/dI_int * g a / D^2
+        grad_g = _sum_to_channels(r.mul_(a)) if need[3] else None
         return grad_EE, grad_sub, grad_D, grad_g, grad_b
 
 
@@ -243,19 +243,22 @@ class Circuit(Function):
         g = channels(g_I, s_I)
         gated = s_I * g
         D = min_positive_(pointwise(W, gated))
+        # Operation for operation the backward of Inhibition -> MinPositiveSTE -> Integrate (the
+        # generated code's path), so both give bit-identical gradients; each rounds as autograd does.
         grad_b = _sum_to_channels(grad) if need_b else None
-        ge = channels(g_E, grad)
-        ga = torch.div(grad, D).mul_(ge)                    # dL/dI_EE = -dL/dI_sub
-        q = torch.div(a, D, out=D)                          # a / D, in D's buffer
-        grad_gE = _sum_to_channels(grad * q) if need_gE else None
-        grad_D = q.mul_(ga).neg_()                          # dL/dI_div through the STE: -g a grad / D^2
-        del D, q
+        ge = channels(g_E, a)
+        grad_D = torch.mul(a, ge).div_(D).div_(D).mul_(grad).neg_()   # dL/dI_div through the STE
+        r = torch.div(grad, D)
+        del D
+        ga = torch.mul(r, ge)                               # dL/dI_EE = -dL/dI_sub
+        grad_gE = _sum_to_channels(r.mul_(a)) if need_gE else None
+        del r
         inner = need_s or need_gI
         gs_sub, gw_sub = pointwise_backward(ga, s_I, W, need_s, need_W) if need_s or need_W else (None, None)
         gs_div, gw_div = pointwise_backward(grad_D, gated, W, inner, need_W) if inner or need_W else (None, None)
-        grad_s = torch.mul(gs_div, g).sub_(gs_sub) if need_s else None
+        grad_s = torch.addcmul(gs_sub.neg_(), gs_div, g) if need_s else None
         grad_gI = _sum_to_channels(gs_div.mul_(s_I)) if need_gI else None
-        grad_W = gw_div.sub_(gw_sub) if need_W else None
+        grad_W = gw_sub.neg_().add_(gw_div) if need_W else None
         return (ga if need_EE else None), grad_s, grad_W, grad_gI, grad_gE, grad_b
 
 
@@ -265,8 +268,8 @@ class Circuit(Function):
 class Project(Function):
     """x -> [W_1 x, W_2 x, ...] as one conv/matmul (one concatenated weight, output split).
 
-    The backward works part by part: no concatenated weight is kept from the forward and no
-    concatenated output gradient is built, so its peak holds one part's buffers at a time."""
+    The concatenated weight is not kept from the forward (the backward rebuilds it), so the
+    saved state is the input and the parameters themselves."""
 
     @staticmethod
     def forward(ctx, x, conv, stride, padding, *weights):
@@ -280,15 +283,24 @@ class Project(Function):
     def backward(ctx, *grads):
         x, *weights = ctx.saved_tensors
         conv, stride, padding = ctx.geometry
-        need_x = ctx.needs_input_grad[0]
-        grad_x, grad_ws = None, []
-        for grad, w, need_w in zip(grads, weights, ctx.needs_input_grad[4:]):
-            if conv:
-                gx, gw, _ = torch.ops.aten.convolution_backward(
-                    grad, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [need_x, need_w, False])
-            else:
-                gx = grad @ w if need_x else None
-                gw = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if need_w else None
-            grad_x = gx if grad_x is None else grad_x.add_(gx) if need_x else None
-            grad_ws.append(gw)
-        return (grad_x, None, None, None, *grad_ws)
+        need_x, need_ws = ctx.needs_input_grad[0], ctx.needs_input_grad[4:]
+        # One product with the whole weight and gradient, as plain autograd does: the gradients stay
+        # bit-identical to the unfused path (a split product would sum in another order).
+        if conv:
+            # The input gradient with the whole weight and gradient, as plain autograd computes it
+            # (a split product would sum in another order); the concatenated weight dies before the
+            # weight gradients are made, part by part, which sum in the same order as the whole.
+            gx = None
+            if need_x:
+                geometry = ([stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1)
+                gx = torch.ops.aten.convolution_backward(torch.cat(grads, 1), x, torch.cat(weights, 0), None,
+                                                         *geometry, [True, False, False])[0]
+            gws = [torch.ops.aten.convolution_backward(g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False,
+                                                       [0, 0], 1, [False, True, False])[1] if need else None
+                   for g, w, need in zip(grads, weights, need_ws)]
+            return (gx, None, None, None, *gws)
+        grad = torch.cat(grads, -1)
+        gx = grad @ torch.cat(weights, 0) if need_x else None
+        gw = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if any(need_ws) else None
+        gws = gw.split([w.shape[0] for w in weights], 0) if gw is not None else [None] * len(weights)
+        return (gx, None, None, None, *gws)
