@@ -180,6 +180,9 @@ def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, need_s: bool, need_W: bool):
+    # Under autocast the forward product ran in the gradient's (lower) precision: so does this one;
+    # autograd casts each returned gradient back to its input's dtype.
+    s, W = s.to(grad.dtype), W.to(grad.dtype)
     if s.dim() == 2:
         return (grad @ W if need_s else None), (grad.t() @ s if need_W else None)
     gs, gw, _ = torch.ops.aten.convolution_backward(
@@ -234,6 +237,7 @@ class Circuit(Function):
         a = torch.sub(I_EE, a, out=a)
         out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
         ctx.save_for_backward(a, s_I, W_EI, g_I, g_E)
+        ctx.mixed_dtype = D.dtype                         # lower than the weights' under autocast
         return out
 
     @staticmethod
@@ -242,7 +246,8 @@ class Circuit(Function):
         need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad
         g = channels(g_I, s_I)
         gated = s_I * g
-        D = min_positive_(pointwise(W, gated))
+        dt = ctx.mixed_dtype
+        D = min_positive_(pointwise(W.to(dt), gated.to(dt)))
         # Operation for operation the backward of Inhibition -> MinPositiveSTE -> Integrate (the
         # generated code's path), so both give bit-identical gradients; each rounds as autograd does.
         grad_b = _sum_to_channels(grad) if need_b else None
@@ -286,6 +291,8 @@ class Project(Function):
         need_x, need_ws = ctx.needs_input_grad[0], ctx.needs_input_grad[4:]
         # One product with the whole weight and gradient, as plain autograd does: the gradients stay
         # bit-identical to the unfused path (a split product would sum in another order).
+        dt = grads[0].dtype                              # the product's dtype (lower under autocast)
+        x, weights = x.to(dt), [w.to(dt) for w in weights]
         if conv:
             # The input gradient with the whole weight and gradient, as plain autograd computes it
             # (a split product would sum in another order); the concatenated weight dies before the
