@@ -166,7 +166,7 @@ def eval_command(
     best: bool = typer.Option(False, "--best", help="in a run folder, evaluate the best epoch's weights"),
 ):
     """Test accuracy of a trained network."""
-    from .train import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
     result = evaluate_checkpoint(target, data=data, data_dir=data_dir, batch_size=batch_size, device=device,
                                  best=best)
     out.print(f"test accuracy: {100 * result['accuracy']:.2f}%", markup=False, highlight=False)
