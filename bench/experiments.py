@@ -47,14 +47,17 @@ def experiments(quick: bool) -> dict[str, list[dict]]:
     }
 
 
-def run(name: str, jobs: list[dict], out: Path, quick: bool) -> list[dict]:
+def run(name: str, jobs: list[dict], out: Path, quick: bool, epochs: int | None = None,
+        threads: int = 1) -> list[dict]:
     results = []
     for job in jobs:
         label = job.get("name") or job["spec"].stem
         folder = out / name / label if name in ("ablation", "motifs", "ratio") else out / name
-        train_args = ["--data", "mnist5k", "--seed", "0"]
-        if job.get("epochs"):
-            train_args += ["--epochs", str(job["epochs"])]
+        # One torch thread per run: on a busy or 2-core machine that is faster than two, and two
+        # experiments can then run side by side.
+        train_args = ["--data", "mnist5k", "--seed", "0", "--threads", str(threads)]
+        if job.get("epochs") or epochs:
+            train_args += ["--epochs", str(job.get("epochs") or epochs)]
         sweep = Sweep(job["spec"], parse_grid(job["grid"]), folder, job.get("sets", {}), train_args)
         for r in sweep.run(lambda line: print(f"  {name}/{label}: {line}", flush=True)):
             results.append({**r, "job": label, "spec": job["spec"].name})
@@ -112,6 +115,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny budgets (CI-sized)")
     ap.add_argument("--only", default="", help="comma-separated subset of: init,depth,ablation,ratio,motifs,convnet")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each spec's own)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     args = ap.parse_args()
     out = args.out
     chosen = set(filter(None, args.only.split(","))) or {"init", *experiments(args.quick)}
@@ -125,7 +130,7 @@ def main() -> None:
     for name, jobs in experiments(args.quick).items():
         if name in chosen:
             start = time.time()
-            run(name, jobs, out, args.quick)
+            run(name, jobs, out, args.quick, args.epochs, args.threads)
             times[name] = time.time() - start
     (out / "times.json").write_text(json.dumps(times, indent=1))
     print("wall time per experiment (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))

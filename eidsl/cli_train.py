@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, List, Optional
 
 import typer
@@ -120,14 +121,18 @@ def resolve_source(source: str | None, sets: dict[str, str], include=()) -> tupl
         if exc.name != f"{__package__}.builds":
             raise
         saved = _read_json(build / "spec.json")
-        spec, base, graph = saved["spec"], dict(saved.get("sets") or {}), None
+        if "spec" not in saved:
+            raise EidslError(f"{build / 'spec.json'}: names no spec; run `eidsl compile SPEC` again")
+        info = SimpleNamespace(graph=None, spec=saved["spec"], sets=saved.get("sets") or {},
+                               include=saved.get("include") or (), network=saved.get("network"))
     else:
         info = load_build(build)
-        spec, base, graph = str(info.spec), dict(info.sets or {}), info.graph
-    merged = {**base, **sets}
+    merged = {**info.sets, **sets}
+    graph = info.graph
     if graph is None or sets:
-        graph = load_graph(spec, merged, include)
-    return graph, spec, merged
+        includes = (*getattr(info, "include", ()), *include)
+        graph = load_graph(info.spec, merged, includes, getattr(info, "network", None))
+    return graph, str(info.spec), merged
 
 
 def _latest_build() -> Path:
@@ -166,7 +171,7 @@ def eval_command(
     best: bool = typer.Option(False, "--best", help="in a run folder, evaluate the best epoch's weights"),
 ):
     """Test accuracy of a trained network."""
-    from .train import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
     result = evaluate_checkpoint(target, data=data, data_dir=data_dir, batch_size=batch_size, device=device,
                                  best=best)
     out.print(f"test accuracy: {100 * result['accuracy']:.2f}%", markup=False, highlight=False)

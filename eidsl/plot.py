@@ -33,6 +33,7 @@ def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
 
 def curves(records: list[dict], path: Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in records]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for split in ("train", "test"):
@@ -46,6 +47,7 @@ def curves(records: list[dict], path: Path) -> Path:
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
@@ -53,6 +55,7 @@ def curves(records: list[dict], path: Path) -> Path:
 
 def firing_rates(records: list[dict], path: Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     layers = list(records[-1].get("firing_rates") or {})
     for layer in layers:
@@ -60,6 +63,7 @@ def firing_rates(records: list[dict], path: Path) -> Path:
         ax.plot(e, [r["firing_rates"][layer] for r in records if layer in (r.get("firing_rates") or {})],
                 marker=".", label=layer)
     ax.set(xlabel="epoch", ylabel="firing rate (spikes per neuron per step)", title="firing rates (train)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if layers:
         ax.legend(fontsize="small")

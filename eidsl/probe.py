@@ -155,8 +155,9 @@ def histogram(t: torch.Tensor, bins: int = BINS) -> tuple[np.ndarray, np.ndarray
     if v.numel() == 0:
         return np.zeros(bins, np.int64), np.linspace(0.0, 1.0, bins + 1)
     lo, hi = float(v.min()), float(v.max())
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi <= lo:  # a constant tensor (W_EI = 1/n_I at init): a narrow bin around its value
+        pad = max(abs(lo) * 0.05, 1e-6)
+        lo, hi = lo - pad, hi + pad
     counts = torch.histc(v, bins, lo, hi)
     return counts.numpy().astype(np.int64), np.linspace(lo, hi, bins + 1)
 

@@ -214,10 +214,14 @@ def test_ctrl_c_mid_epoch_saves_that_batch_and_resumes_bit_exact(full_run, tmp_p
     assert _strip_seconds(run) == _strip_seconds(reference)
 
 
-def test_resume_refuses_new_settings(full_run):
+def test_resume_refuses_new_settings_and_out_refuses_an_existing_run(full_run):
     run, _ = full_run
     code, output = cli("train", "--resume", run, "--lr", "0.1")
     assert code == 2 and "--resume continues" in output and "drop --lr" in output
+    before = (run / "metrics.jsonl").read_text()
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--out", run)
+    assert code == 2 and "already holds a run" in output and f"eidsl train --resume {run}" in output
+    assert (run / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
