@@ -9,10 +9,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+# Scaling: T grows at batch "T_batch"; the batch grows at T = 4.
 QUICK = {"cases": ["vgg8", "mlp8"], "reps": 3, "compile": [], "memory": ["vgg8"], "scaling": "mlp8",
-         "Ts": [1, 2, 4, 8, 16], "batches": [32, 64, 128, 256], "scaling_reps": 2}
+         "Ts": [1, 2, 4, 8, 16], "T_batch": 16, "batches": [16, 32, 64, 128], "scaling_reps": 3}
 FULL = {"cases": ["vgg8", "resnet18", "mlp8"], "reps": 7, "compile": ["vgg8", "mlp8"],
-        "memory": ["vgg8", "resnet18", "mlp8"], "scaling": "vgg8", "Ts": [1, 2, 4, 8, 16],
+        "memory": ["vgg8", "resnet18", "mlp8"], "scaling": "vgg8", "Ts": [1, 2, 4, 8, 16], "T_batch": 8,
         "batches": [4, 8, 16, 32], "scaling_reps": 3}
 
 
@@ -30,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-scaling", action="store_true")
     p.add_argument("--no-lif", action="store_true", help="skip the LIF implementation comparison")
+    p.add_argument("--before", action="store_true",
+                   help="also time E-I with the plain autograd formulas (eidsl before issue 5)")
+    p.add_argument("--cold-compile", action="store_true", help="disable inductor's caches: time a cold compile")
     return p
 
 
@@ -59,9 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
     for key in plan["cases"]:
         log(f"case {key}")
         results["cases"][key] = run_case(key, setup, plan["reps"], key in plan["compile"],
-                                         key in plan["memory"] and not args.no_memory, log)
+                                         key in plan["memory"] and not args.no_memory, args.before,
+                                         args.cold_compile, log)
     if not args.no_scaling:
-        results["scaling"] = run_scaling(plan["scaling"], setup, plan["Ts"], plan["batches"],
+        results["scaling"] = run_scaling(plan["scaling"], setup, plan["Ts"], plan["T_batch"], plan["batches"],
                                          plan["scaling_reps"], log)
     if not args.no_lif:
         from .lif_variants import compare

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import eidsl
+from compiler import ops
 from eidsl.api import unwrap
 
 from .floor import Floor
@@ -34,8 +35,9 @@ CASES = {
     "mlp8": Case("mlp8", "E-I MLP-8", "mlp.ei", {"depth": 8}, 128, (1, 28, 28)),
 }
 
-# Models of one case: "ei" (eager), "ei_compiled", "bn" (BN-SNN of the same shape), "floor".
-KINDS = ("ei", "ei_compiled", "bn", "floor")
+# Models of one case: "ei" (eager), "ei_plain" (eager with the plain autograd formulas, i.e. eidsl
+# before issue 5), "ei_compiled", "bn" (BN-SNN of the same shape, fused LIF), "floor".
+KINDS = ("ei", "ei_plain", "ei_compiled", "bn", "floor")
 
 
 @dataclass
@@ -58,6 +60,7 @@ def batch_for(case: Case, setup: Setup, seed: int = 0) -> tuple[torch.Tensor, to
 def build(case: Case, kind: str, setup: Setup, x: torch.Tensor) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """A ready-to-train model of `kind` and its optimiser; E-I models get E-I Init on `x`."""
     family = "bn" if kind == "bn" else "ei"
+    kind = "ei" if kind == "ei_plain" else kind
     net = eidsl.build(SPECS / case.spec, family=family, T=setup.T, classes=case.classes,
                       input=list(case.input), **case.params)
     if family == "ei":
@@ -83,17 +86,18 @@ def autocast(setup: Setup):
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               setup: Setup) -> Callable[[], None]:
+               setup: Setup, plain: bool = False) -> Callable[[], None]:
     if setup.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if setup.device.startswith("cuda") else (lambda: None)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast(setup):
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        opt.step()
+        with ops.use_fused(not plain):
+            opt.zero_grad(set_to_none=True)
+            with autocast(setup):
+                loss = F.cross_entropy(model(x).float(), y)
+            loss.backward()
+            opt.step()
         sync()
     return step
 
