@@ -7,9 +7,15 @@ tests/test_fused.py as the reference) in fewer passes over memory, and save only
 what their backward needs:
 
     LIF             saves the membrane before the spike, h (one tensor over T)
-    integrate       saves a = I_EE - I_sub and the stabilised divisor
-    min-positive    saves nothing (straight-through: identity backward)
-    inhibition      saves s_I (the batched W_EI product is recomputed from it)
+    Circuit         the paper's whole layer (inhibition, min-positive STE, integration):
+                    saves a = I_EE - I_sub and s_I, recomputes the divisor in the backward
+    Project         the fused E->E/E->I product: saves the input, not the concatenated weight
+    integrate       saves a and the stabilised divisor      } the same pieces one by one, for
+    min-positive    saves nothing (identity backward: STE)  } circuits other than the paper's
+    inhibition      saves s_I                               } (and for generated code)
+
+Each backward rounds as autograd's formulas do, so the eager network, the generated code
+(which calls the pieces one by one) and the plain formulas agree bit for bit or to ~1e-7.
 
 Everything is device- and layout-agnostic (no host synchronisation, no
 data-dependent Python branch, channels-last tensors stay channels-last).
