@@ -11,20 +11,25 @@ import os
 import networkx as nx
 
 from . import ir
-from .errors import SpecError, Span, raise_all
+from .errors import SpecError, Span, place, raise_all
 
 
 def _span(rec) -> Span | None:
     return rec.loc.span() if rec.loc else None
 
 
+def _error(message: str, rec, hint: str | None = None, notes=()) -> SpecError:
+    """An error at the spec text that produced `rec`, reached through its motif calls."""
+    loc = getattr(rec, "loc", None)
+    err = SpecError(message, loc.span() if loc else None, hint=hint, notes=list(notes))
+    return place(err, loc.calls() if loc else [])
+
+
 def check(graph: ir.Graph) -> ir.Graph:
     """Run every pass; raise all independent errors together."""
     order = time_order(graph)
-    errors = infer_shapes(graph, order)
-    raise_all(errors)
-    raise_all(check_signs(graph))
-    raise_all(check_reachability(graph))
+    raise_all(infer_shapes(graph, order))
+    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph))
     infer_fan_in(graph)
     check_size(graph)
     return graph
@@ -50,8 +55,8 @@ def time_order(graph: ir.Graph) -> list[str]:
         cycle = nx.find_cycle(g)
         names = [a for a, _ in cycle] + [cycle[0][0]]
         first = graph.edge(*cycle[0])
-        raise SpecError("cycle without a time delay: " + " -> ".join(names), _span(first),
-                        hint="give one projection in the loop `delay = 1` (it then reads the previous time step)") \
+        raise _error("cycle without a time delay: " + " -> ".join(names), first,
+                     hint="give one projection in the loop `delay = 1` (it then reads the previous time step)") \
             from None
 
 
@@ -96,15 +101,15 @@ def _node_shape(graph, name, rec, shapes, final):
     src_shape = shapes[inputs[0][0]]
     if isinstance(rec, ir.Pool):
         if len(src_shape) != 3:
-            raise SpecError(f"pooling needs a (channels, height, width) input, got shape {_fmt(src_shape)}",
-                            _span(rec))
+            raise _error(f"pooling needs a (channels, height, width) input, got shape {_fmt(src_shape)}", rec,
+                         hint="pool before flattening")
         c, h, w = src_shape
         if rec.global_pool:
             return (c, 1, 1)
         oh, ow = (h - rec.kernel) // rec.stride + 1, (w - rec.kernel) // rec.stride + 1
         if oh < 1 or ow < 1:
-            raise SpecError(f"pool of size {rec.kernel} does not fit a {h}x{w} input", _span(rec),
-                            hint="use fewer pooling layers or a larger input")
+            raise _error(f"a {rec.kernel}x{rec.kernel} pool does not fit the {h}x{w} input of '{inputs[0][0]}'", rec,
+                         hint="use fewer pooling layers, a smaller pool or a larger input")
         return (c, oh, ow)
     if isinstance(rec, ir.Flatten):
         return (math.prod(src_shape),)
@@ -114,8 +119,9 @@ def _node_shape(graph, name, rec, shapes, final):
         got = {src: shapes[src] for src, _ in inputs}
         if len(set(got.values())) > 1:
             listing = ", ".join(f"'{s}' {_fmt(v)}" for s, v in got.items())
-            raise SpecError(f"shape mismatch at residual sum: {listing}", _span(rec),
-                            hint="add a downsample projection (1x1 conv with the stride) on the shortcut")
+            raise _error(f"shape mismatch at residual sum: {listing}", rec,
+                         hint="both sides of a sum need one shape; on the shortcut, add a downsample "
+                              "projection (a 1x1 conv with the stride)")
         return src_shape
     return None
 
@@ -131,34 +137,35 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
         if isinstance(edge, ir.Projection):
             if edge.op == "dense":
                 if len(s) != 1:
-                    raise SpecError(f"a dense projection needs a flat input, but '{src}' has shape {_fmt(s)}",
-                                    _span(edge), hint="flatten it first: `h = flatten(h)`")
+                    raise _error(f"a dense projection needs a flat input, but '{src}' has shape {_fmt(s)}",
+                                 edge, hint="flatten it first, `h = flatten(h)`, or use a conv projection")
                 here = ()
             else:
                 if len(s) != 3:
-                    raise SpecError(f"a conv projection needs a (channels, height, width) input, "
-                                    f"but '{src}' has shape {_fmt(s)}", _span(edge))
+                    raise _error(f"a conv projection needs a (channels, height, width) input, "
+                                 f"but '{src}' has shape {_fmt(s)}", edge,
+                                 hint="convolve before flattening" if len(s) == 1 else None)
                 _, h, w = s
                 oh = (h + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 ow = (w + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 if oh < 1 or ow < 1:
-                    raise SpecError(f"a {edge.kernel}x{edge.kernel} conv does not fit the {h}x{w} input of '{src}'",
-                                    _span(edge))
+                    raise _error(f"a {edge.kernel}x{edge.kernel} conv with padding {edge.padding} does not fit "
+                                 f"the {h}x{w} input of '{src}'", edge, hint="use a smaller kernel or more padding")
                 here = (oh, ow)
         elif isinstance(edge, ir.Inhibition):
             here = s[1:]
         else:
-            raise SpecError(f"population '{name}' can only receive projections", _span(edge))
+            raise _error(f"population '{name}' can only receive projections", edge)
         if spatial is None:
             spatial = here
         elif spatial != here:
-            raise SpecError(f"inputs of population '{name}' disagree on its spatial shape: "
-                            f"{_fmt(spatial) if spatial else 'flat'} vs {_fmt(here) if here else 'flat'} from '{src}'",
-                            _span(edge), hint="match stride and padding of the projections into it")
+            raise _error(f"inputs of population '{name}' disagree on its spatial shape: "
+                         f"{_fmt(spatial) if spatial else 'flat'} vs {_fmt(here) if here else 'flat'} from '{src}'",
+                         edge, hint="match kernel, stride and padding of the projections into it")
     if not seen:
         if final and not any(True for _ in graph.in_edges(name)):
-            raise SpecError(f"population '{name}' receives no input", _span(rec),
-                            hint=f"add a projection into it, e.g. `x -> {name.rsplit('.', 1)[-1]} : dense()`")
+            raise _error(f"population '{name}' receives no input", rec,
+                         hint=f"add a projection into it, e.g. `x -> {name.rsplit('.', 1)[-1]} : dense()`")
         return None
     return (rec.size, *spatial)
 
@@ -169,16 +176,20 @@ def _fmt(shape) -> str:
 
 # ---------------------------------------------------------------- Dale's law
 
-def node_sign(graph: ir.Graph, name: str, _seen=None) -> str:
-    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign."""
-    rec = graph.node(name)
-    if isinstance(rec, (ir.Population, ir.Input)):
-        return rec.sign
-    _seen = _seen or set()
-    if name in _seen:
-        return "free"
-    _seen.add(name)
-    signs = {node_sign(graph, src, _seen) for src, _ in graph.in_edges(name)}
+def node_sign(graph: ir.Graph, name: str) -> str:
+    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign
+    (when those all agree, else they are sign-free)."""
+    signs, seen, stack = set(), set(), [name]
+    while stack:   # iterative: a chain of thousands of pools must not exhaust the stack
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        rec = graph.node(node)
+        if isinstance(rec, (ir.Population, ir.Input)):
+            signs.add(rec.sign)
+        else:
+            stack.extend(src for src, _ in graph.in_edges(node))
     return signs.pop() if len(signs) == 1 else "free"
 
 
@@ -190,20 +201,30 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         s, d = graph.node(src), graph.node(dst)
         s_sign = node_sign(graph, src)
         if not isinstance(d, ir.Population):
-            errors.append(SpecError(f"a projection must end on a population, not a {d.kind}", _span(edge)))
+            errors.append(_error(f"a projection must end on a population, not {_a(d.kind)}", edge))
+            continue
+        if isinstance(edge, ir.Inhibition) and not isinstance(s, ir.Population):
+            errors.append(_error(f"inhibition must come from a population, not {_a(s.kind)}", edge,
+                                 hint="inhibit from an `inh` population"))
             continue
         if isinstance(edge, ir.Projection) and s_sign == "inh":
-            errors.append(SpecError(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", _span(edge),
-                                    hint="inhibitory populations project with '-|' (inhibit)"))
+            errors.append(_error(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", edge,
+                                 hint="inhibitory populations project with '-|' (inhibit); declare the source "
+                                      "`exc` if it should excite, or `pop` for a sign-free baseline"))
         if isinstance(edge, ir.Inhibition) and s_sign == "exc":
-            errors.append(SpecError(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", _span(edge),
-                                    hint="excitatory populations project with '->'; route inhibition through "
-                                         "an `inh` population"))
-        if isinstance(edge, ir.Inhibition) and isinstance(s, ir.Population) and s.model == "current":
-            errors.append(SpecError(f"'{src}' is a readout current and cannot inhibit", _span(edge)))
+            errors.append(_error(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", edge,
+                                 hint="excitatory populations project with '->'; route inhibition through "
+                                      "an `inh` population"))
+        if isinstance(edge, ir.Inhibition) and s.model == "current":
+            errors.append(_error(f"'{src}' is a readout current and cannot inhibit", edge,
+                                 hint="inhibit from a relu or lif population"))
         signed = s_sign != "free" and d.sign != "free" and d.dale
         graph.replace_edge(src, dst, nonneg=signed)
     return errors
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 # ---------------------------------------------------------------- reachability
@@ -212,17 +233,42 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
     errors = []
     inputs = [n for n, r in graph.nodes(ir.Input)]
     if not inputs:
-        return [SpecError("the network has no input", _span(graph) if graph.loc else None,
-                          hint="start with `x = image([1, 28, 28])`")]
+        return [_error("the network has no input", graph, hint="start with `x = image([1, 28, 28])`")]
     reached = nx.descendants(graph.g, inputs[0]) | {inputs[0]}
     feeds_output = nx.ancestors(graph.g, graph.output) | {graph.output}
     for name, rec in graph.nodes():
         if name not in reached:
-            errors.append(SpecError(f"'{name}' is not reached from the input", _span(rec),
-                                    hint="connect it with a projection from an earlier layer"))
+            errors.append(_error(f"'{name}' is not reached from the input", rec,
+                                 hint="connect it with a projection from an earlier layer"))
         elif name not in feeds_output:
-            errors.append(SpecError(f"'{name}' does not reach the readout (dangling {rec.kind})", _span(rec),
-                                    hint="connect it to a later layer, or remove it"))
+            errors.append(_error(f"'{name}' does not reach the readout (dangling {rec.kind})", rec,
+                                 hint="connect it to a later layer, or remove it"))
+    return errors
+
+
+# ---------------------------------------------------------------- readout and delays
+
+def check_readout(graph: ir.Graph) -> list[SpecError]:
+    """The readout ends the network with one value per class: (B, classes) logits."""
+    errors = []
+    for name, rec in graph.nodes(ir.Readout):
+        for dst, edge in graph.out_edges(name):
+            errors.append(_error(f"'{name}' is a readout, which ends the network; nothing can read from it", edge))
+        if rec.shape is not None and len(rec.shape) != 1:
+            errors.append(_error(f"the readout needs a flat input (one value per class), but its input has shape "
+                                 f"{_fmt(rec.shape)}", rec,
+                                 hint="flatten (or global_avgpool, then flatten) before the classifier"))
+    return errors
+
+
+def check_delays(graph: ir.Graph) -> list[SpecError]:
+    T = next((r.T for _, r in graph.nodes(ir.Input)), None)
+    errors = []
+    for src, dst, edge in graph.edges():
+        delay = getattr(edge, "delay", 0)
+        if T is not None and delay >= T:
+            errors.append(_error(f"a delay of {delay} steps is not shorter than T = {T}, so '{src}' -> '{dst}' "
+                                 "would only ever carry zeros", edge, hint=f"use a delay below {T}"))
     return errors
 
 
@@ -295,16 +341,63 @@ def estimate_bytes(graph: ir.Graph, batch: int = 1, T: int | None = None) -> dic
             "activation_bytes": 8 * values * batch * T}
 
 
+def memory_limit() -> tuple[int, str]:
+    """The byte budget a network must fit, and where it comes from."""
+    text = os.environ.get("EIDSL_MEMORY_LIMIT", "").strip()
+    if text:
+        try:
+            return _parse_bytes(text), f"the EIDSL_MEMORY_LIMIT of {text}"
+        except ValueError:
+            raise SpecError(f"EIDSL_MEMORY_LIMIT={text!r} is not a size", hint="e.g. EIDSL_MEMORY_LIMIT=64GiB") \
+                from None
+    return available_memory(), "available"
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+             "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    unit = text[len(number):].strip().lower()
+    if unit not in units or not number:
+        raise ValueError(text)
+    value = float(number) * units[unit]
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return int(value)
+
+
 def check_size(graph: ir.Graph, batch: int = 1, limit: int | None = None) -> dict[str, int]:
+    """Refuse, from the shapes alone, a network whose training step would not fit in memory."""
     est = estimate_bytes(graph, batch)
-    limit = limit or available_memory()
+    source = "given"
+    if limit is None:
+        limit, source = memory_limit()
     need = est["parameter_bytes"] + est["activation_bytes"]
     if need > limit:
-        raise SpecError(f"network too large: about {_gib(need)} for {est['parameters']:,} parameters "
-                        f"at batch {batch}, more than the {_gib(limit)} available", _span(graph),
-                        hint="reduce the sizes, or raise the limit with --memory-limit")
+        # Point at the population that needs the most: that is the size to change.
+        params = count_parameters(graph)
+        T = next(r.T for _, r in graph.nodes(ir.Input))
+        share = {n: 12 * params[n] + 8 * math.prod(r.shape or (r.size,)) * batch * T
+                 for n, r in graph.nodes(ir.Population)}
+        biggest = max(share, key=share.get) if share else None
+        where = graph.node(biggest) if biggest else graph
+        neurons = sum(neuron_counts(graph).values())
+        what = "available" if source == "available" else source
+        message = (f"network too large: about {_gib(need)} for {_count(est['parameters'])} parameters and "
+                   f"{_count(neurons)} neurons at batch {batch}, more than the {_gib(limit)} "
+                   + ("available" if source == "available" else f"limit ({source})"))
+        notes = []
+        hint = "reduce the sizes; the limit is the free memory, or EIDSL_MEMORY_LIMIT (e.g. EIDSL_MEMORY_LIMIT=64GiB)"
+        if biggest:
+            message += f"; '{biggest}' alone needs about {_gib(share[biggest])}"
+        raise _error(message, where, hint=hint, notes=notes)
     return est
 
 
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"{n:.3g}"
+
+
 def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+    gib = n / 2**30
+    return f"{gib:,.1f} GiB" if gib < 10**6 else f"{gib:.3g} GiB"
