@@ -68,6 +68,12 @@ def terminal_words(name: str) -> str:
 
 def parse(text: str, path: str = "<string>") -> S.Module:
     remember_source(path, text)
+    return _parse_cached(text, path)
+
+
+@lru_cache(maxsize=64)
+def _parse_cached(text: str, path: str) -> S.Module:
+    """Syntax trees are immutable, so a file read again (the standard library, by every spec) is parsed once."""
     if not text.strip():
         raise SpecError("empty spec: nothing to compile", Span(path, 1, 1),
                         hint="a spec defines at least one network, e.g. `network net() { ... }`")
@@ -187,7 +193,7 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, path: str) ->
     token = exc.token
     span = Span(path, line, col, token.end_line or line, token.end_column or col + 1)
     words = keywords()
-    if token.value in words:
+    if token.value in words and "NAME" in exc.expected and token.value not in ("not", "and", "or", "in"):
         return SpecError(f"'{token}' is a reserved word and cannot be used here", span,
                          hint=_reserved_hint(token.value) + "; " + (_expected(exc.expected) or ""))
     before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", text[: token.start_pos or 0])
