@@ -355,7 +355,11 @@ class Elaborator:
 
     def _add_node(self, name: str, record, span: Span) -> NodeRef:
         if name in self.graph.g:
-            raise SpecError(f"'{name}' is already defined", span, hint="use a new name")
+            first = self.graph.node(name).loc
+            raise SpecError(f"population '{name}' is already defined", span,
+                            notes=[(first.span(), "first defined here")] if first else [],
+                            hint="give it another name; to make one per loop iteration, declare it inside "
+                                 "a motif and call the motif in the loop (each call gets its own path)")
         if self.graph.g.number_of_nodes() >= MAX_NODES:
             raise _Fatal(f"the spec expands to more than {MAX_NODES:,} graph nodes", span,
                          hint="check loop bounds; a network this large would not fit in memory anyway")
@@ -453,7 +457,7 @@ class Elaborator:
             return ir.Init(rule=value)
         raise SpecError(f"unknown init rule {value!r}", span,
                         hint=did_you_mean(str(value), INIT_RULES) or "rules: " + ", ".join(sorted(INIT_RULES)) +
-                        ", uniform(a, b), normal(mean, std), or a number")
+                        ", uniform(low, high), normal(mean, std), constant(v), or a number")
 
     def size(self, value, span: Span) -> int:
         text = errors.source_text(span)
@@ -718,7 +722,8 @@ class Elaborator:
         try:
             value = _arith(op, left, right)
         except ZeroDivisionError:
-            raise SpecError("division by zero", expr.right.span) from None
+            hint = f"'{expr.right.name}' is 0 here" if isinstance(expr.right, S.Var) else None
+            raise SpecError("division by zero", expr.right.span, hint=hint) from None
         except OverflowError:
             raise SpecError("number too large", expr.span) from None
         if isinstance(value, complex):

@@ -102,7 +102,8 @@ def _quote(span: Span) -> list[str]:
     lines = text.splitlines()
     if not 1 <= span.line <= len(lines):
         return []
-    src = lines[span.line - 1].replace("\t", " ")
+    # Tabs count as one column, like any character; unprintable ones are shown as '?'.
+    src = "".join(c if c.isprintable() else "?" for c in lines[span.line - 1].replace("\t", " "))
     col = min(max(span.column, 1), len(src) + 1)
     width = 1
     if span.end_line == span.line and span.end_column > col:

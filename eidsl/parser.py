@@ -95,8 +95,12 @@ def parse_expr(text: str, where: str = "<--set>"):
     remember_source(where, text)
     if not text.strip():
         raise SpecError("empty value", Span(where, 1, 1), hint="give a value, e.g. --set T=8")
-    expr = _transform(_parse(text, where, "expr"), where)
-    _check_nesting(expr)
+    try:
+        expr = _transform(_parse(text, where, "expr"), where)
+        _check_nesting(expr)
+    except SpecError as err:
+        err.hint = err.hint or "a --set value is an expression: --set T=8, --set family=bn, --set input=[3,32,32]"
+        raise
     return expr
 
 
@@ -166,11 +170,15 @@ def parse_file(path: str | Path) -> S.Module:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise SpecError(f"not a text file: byte {exc.start} is not UTF-8", Span(str(path), line, 1),
-                        hint="a .ei spec is UTF-8 text") from None
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"not a text file: byte {exc.start} (0x{data[exc.start]:02x}) is not UTF-8",
+                        Span(str(path), line, column), hint="a .ei spec is UTF-8 text") from None
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise SpecError("not a text file: it contains NUL bytes", Span(str(path), line, 1),
+        at = text.index("\x00")
+        line = text[:at].count("\n") + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        remember_source(str(path), text)
+        raise SpecError("not a text file: it contains NUL bytes", Span(str(path), line, column),
                         hint="a .ei spec is UTF-8 text")
     return parse(text, str(path))
 
@@ -183,7 +191,10 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, path: str) ->
         if char == '"':
             return SpecError("string is not closed on this line", span,
                              hint='strings are written in double quotes on one line: "dense"')
-        return SpecError(f"unexpected character {char!r}", span, hint=_expected(exc.allowed))
+        allowed = _expected(exc.allowed)
+        # The lexer allows many tokens at most places; a long list hides more than it helps.
+        return SpecError(f"unexpected character {char!r}", span,
+                         hint=allowed if allowed and allowed.count(",") < 5 else None)
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or getattr(exc.token, "type", "") == "$END":
         last = text.rstrip().splitlines() or [""]
         span = Span(path, len(last), len(last[-1]) + 1)
