@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+import stat
 import typing
 
 import networkx as nx
@@ -93,6 +94,8 @@ def load_program(path: str | Path, include: list[str | Path] = ()) -> Program:
         module = parse_file(file)
         for imp in module.imports:
             try:
+                if not imp.path.strip() or "\x00" in imp.path:
+                    raise SpecError(f"import {imp.path!r} is not a file name", imp.span, hint='e.g. import "std"')
                 target = _resolve_import(imp, file, roots)
             except SpecError as err:
                 errors.append(err)
@@ -152,27 +155,41 @@ def _real(path: Path) -> Path:
 
 def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
     name = imp.path if imp.path.endswith(".ei") else imp.path + ".ei"
-    if not imp.path.strip() or "\x00" in imp.path:
-        raise SpecError(f"import {imp.path!r} is not a file name", imp.span, hint='e.g. import "std"')
     if Path(name).is_absolute():
         raise SpecError(f"import '{imp.path}' is an absolute path", imp.span,
                         hint="import relative to the spec's folder, the standard library or an --include folder")
-    searched = [_real(importer).parent, *roots]
+    searched = [importer.resolve().parent, *roots]
     for base in dict.fromkeys(searched):
         candidate = base / name
+        # The check is on the real path (symlinks and `..` resolved), which is also the path then read.
         try:
-            found = candidate.is_file()
-        except (OSError, ValueError):
-            found = False
-        if found:
-            real = _real(candidate)
-            if not any(real.is_relative_to(r) for r in roots):
-                raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
-                                imp.span, hint="imports may only reach the spec's folder, the standard "
-                                               "library and folders given with --include")
-            return real
+            if not candidate.exists():
+                continue
+            real = candidate.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:   # name too long, symlink loop, permission denied
+            raise SpecError(f"cannot read import '{imp.path}': {getattr(exc, 'strerror', None) or exc}",
+                            imp.span) from None
+        if not any(real.is_relative_to(r) for r in roots):
+            raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
+                            imp.span, hint="imports may only reach the spec's folder, the standard "
+                                           "library and folders given with --include")
+        _check_spec_file(real, imp)
+        return real
     raise SpecError(f"cannot find import '{imp.path}'", imp.span,
                     hint="looked in " + ", ".join(str(p) for p in dict.fromkeys(searched)))
+
+
+MAX_SPEC_BYTES = 16 * 2**20
+
+
+def _check_spec_file(real: Path, imp: S.Import) -> None:
+    """Only regular files of spec size: a FIFO or device would block or never end the read."""
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(f"import '{imp.path}' is not a regular file ({real})", imp.span)
+    if st.st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"import '{imp.path}' is {st.st_size:,} bytes, more than a spec may be "
+                        f"({MAX_SPEC_BYTES:,})", imp.span)
 
 
 # ---------------------------------------------------------------- elaboration
