@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 import operator
 import stat
-import typing
 
 import networkx as nx
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args, get_origin
 
 from . import ir
 from . import syntax as S
@@ -1072,8 +1071,8 @@ def _check_field(cls, name: str, value, span: Span):
         if not _is_number(value):
             raise SpecError(f"'{arg}' must be a number, got {_kind(value)}", span)
         value = float(value)
-    elif typing.get_origin(kind) is typing.Literal:
-        options = typing.get_args(kind)
+    elif get_origin(kind) is Literal:
+        options = get_args(kind)
         if not isinstance(value, str) or value not in options:
             hint = did_you_mean(value, options) if isinstance(value, str) else None
             raise SpecError(f"'{arg}' must be one of {', '.join(options)}; got {_kind(value)}", span,
