@@ -157,7 +157,7 @@ def _check_nesting(root) -> None:
         if depth > MAX_NESTING:
             raise SpecError(f"the spec nests more than {MAX_NESTING} levels deep here", node.span,
                             hint="split long chains like a + b + c + ... or deep blocks into named steps")
-        stack.extend((getattr(node, f.name), depth + 1) for f in dataclasses.fields(node))
+        stack.extend((value, depth + 1) for value in vars(node).values())
 
 
 def parse_file(path: str | Path) -> S.Module:
