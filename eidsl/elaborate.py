@@ -1029,9 +1029,8 @@ def _whole(value, what: str, minimum: int, span: Span) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not _is_int(value) or value < minimum:
-        bound = "positive" if minimum == 1 else "zero or more" if minimum == 0 else f">= {minimum}"
-        raise SpecError(f"{what} must be a whole number {bound}, got {_show(value) if _is_number(value) else _kind(value)}",
-                        span)
+        rule = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise SpecError(f"{what} must be {rule}, got {_show(value) if _is_number(value) else _kind(value)}", span)
     return value
 
 
@@ -1092,6 +1091,8 @@ def _a(kind: str) -> str:
 
 
 def _shape(value, span: Span) -> tuple[int, ...]:
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
     if not isinstance(value, list) or not value or not all(_is_int(v) and v > 0 for v in value):
         raise SpecError(f"an input shape is a list of positive whole numbers, got {_show(value)}", span,
                         hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")
@@ -1106,10 +1107,7 @@ def _input(encoding: str):
         if first is not None:
             raise SpecError("a network has one input", call.span, notes=[(first.loc.span(), "the input")],
                             hint="reuse it: bind it to a name, `x = image(input)`, and read x twice")
-        T = args["T"]
-        if not _is_int(T) or T <= 0:
-            raise SpecError(f"T (time steps) must be a positive whole number, got {_show(T)}",
-                            spans.get("T", call.span))
+        T = _whole(args["T"], "T (time steps)", 1, spans.get("T", call.span))
         record = ir.Input(shape=_shape(args["shape"], spans.get("shape", call.span)), encoding=encoding, T=T,
                           loc=el.loc(call.span))
         return el._add_node(el._node_name(path, "input"), record, call.span)

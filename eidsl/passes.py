@@ -218,6 +218,10 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         if isinstance(edge, ir.Inhibition) and s.model == "current":
             errors.append(_error(f"'{src}' is a readout current and cannot inhibit", edge,
                                  hint="inhibit from a relu or lif population"))
+        elif isinstance(edge, ir.Inhibition) and edge.divisive and s.gain is None:
+            errors.append(_error(f"divisive inhibition from '{src}' needs its gain g_I", edge,
+                                 hint="give the population one, `inh I = relu(n, gain = gain_control)`, "
+                                      "or make the inhibition subtractive only (div = false)"))
         signed = s_sign != "free" and d.sign != "free" and d.dale
         graph.replace_edge(src, dst, nonneg=signed)
     return errors
