@@ -57,6 +57,10 @@ class SpecError(EidslError):
     def __str__(self) -> str:
         return self.message
 
+    def through(self, calls: Iterable[Span]) -> "SpecError":
+        """This error, reached through these motif calls (innermost first): see `place`."""
+        return place(self, calls)
+
     def render(self) -> str:
         where = f"{self.span}: " if self.span else ""
         lines = [f"{where}error: {self.message}"]
