@@ -1038,8 +1038,8 @@ def _whole(value, what: str, minimum: int, span: Span) -> int:
 _FIELD_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "kernel": ("k", lambda v: v >= 1, "at least 1"),
     "stride": ("stride", lambda v: v >= 1, "at least 1"),
-    "padding": ("pad", lambda v: v >= 0, "zero or more"),
-    "delay": ("delay", lambda v: v >= 0, "zero or more time steps"),
+    "padding": ("pad", lambda v: v >= 0, "0 or more"),
+    "delay": ("delay", lambda v: v >= 0, "0 or more time steps"),
     "tau": ("tau", lambda v: v >= 1, "at least 1 (the leak keeps 1 - 1/tau of the potential per step)"),
     "theta": ("theta", lambda v: v > 0, "positive"),
     "alpha": ("alpha", lambda v: v > 0, "positive (the surrogate's sharpness)"),
@@ -1060,21 +1060,21 @@ def _check_field(cls, name: str, value, span: Span):
     kind = info.annotation
     if kind is bool:
         if not isinstance(value, bool):
-            raise SpecError(f"'{arg}' must be true or false, got {_kind(value)}", span)
+            raise SpecError(f"{arg} must be true or false, got {_kind(value)}", span)
     elif kind is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not _is_int(value):
-            raise SpecError(f"'{arg}' must be a whole number, got {_kind(value)}", span)
+            raise SpecError(f"{arg} must be a whole number, got {_kind(value)}", span)
     elif kind is float:
         if not _is_number(value):
-            raise SpecError(f"'{arg}' must be a number, got {_kind(value)}", span)
+            raise SpecError(f"{arg} must be a number, got {_kind(value)}", span)
         value = float(value)
     elif get_origin(kind) is Literal:
         options = get_args(kind)
         if not isinstance(value, str) or value not in options:
             hint = did_you_mean(value, options) if isinstance(value, str) else None
-            raise SpecError(f"'{arg}' must be one of {', '.join(options)}; got {_kind(value)}", span,
+            raise SpecError(f"{arg} must be one of {', '.join(options)}; got {_kind(value)}", span,
                             hint=hint)
         return str(value)
     else:
@@ -1082,7 +1082,7 @@ def _check_field(cls, name: str, value, span: Span):
     if name in _FIELD_RULES:
         _, ok, rule = _FIELD_RULES[name]
         if not ok(value):
-            raise SpecError(f"'{arg}' must be {rule}, got {_show(given)}", span)
+            raise SpecError(f"{arg} must be {rule}, got {_show(given)}", span)
     return value
 
 

@@ -26,6 +26,9 @@ class Span:
     column: int
     end_line: int = 0
     end_column: int = 0
+    # The motif calls (innermost first) that produced the text here, when known (spans of IR
+    # records carry them): an error at this span is then reported at the user's call.
+    via: tuple["Span", ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
@@ -53,13 +56,11 @@ class SpecError(EidslError):
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+        if self.span is not None and self.span.via:
+            place(self, self.span.via)
 
     def __str__(self) -> str:
         return self.message
-
-    def through(self, calls: Iterable[Span]) -> "SpecError":
-        """This error, reached through these motif calls (innermost first): see `place`."""
-        return place(self, calls)
 
     def render(self) -> str:
         where = f"{self.span}: " if self.span else ""

@@ -36,10 +36,8 @@ class Loc(BaseModel):
         return cls(**span.to_json(), via=tuple(cls(**s.to_json()) for s in via))
 
     def span(self) -> Span:
-        return Span(self.file, self.line, self.column, self.end_line, self.end_column)
-
-    def calls(self) -> list[Span]:
-        return [loc.span() for loc in self.via]
+        return Span(self.file, self.line, self.column, self.end_line, self.end_column,
+                    tuple(loc.span() for loc in self.via))
 
 
 class Init(BaseModel):

@@ -18,20 +18,14 @@ def _span(rec) -> Span | None:
     return rec.loc.span() if rec.loc else None
 
 
-def _error(message: str, rec, hint: str | None = None, notes=()) -> SpecError:
-    """An error at the spec text that produced `rec`, reached through its motif calls."""
-    loc = getattr(rec, "loc", None)
-    err = SpecError(message, loc.span() if loc else None, hint=hint, notes=list(notes))
-    return err.through(loc.calls() if loc else [])
-
-
 def check(graph: ir.Graph, batch: int = 1, memory_limit: float | None = None) -> ir.Graph:
     """Run every pass; raise all independent errors together. The size check is for a training
     step at `batch` against `memory_limit` bytes (None: the memory available now)."""
     order = time_order(graph)
     errors = infer_shapes(graph, order)
     raise_all(errors)
-    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph))
+    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph)
+              + check_inhibition(graph))
     infer_fan_in(graph)
     check_size(graph, batch, memory_limit)
     return graph
@@ -57,8 +51,8 @@ def time_order(graph: ir.Graph) -> list[str]:
         cycle = nx.find_cycle(g)
         names = [a for a, _ in cycle] + [cycle[0][0]]
         first = graph.edge(*cycle[0])
-        raise _error("cycle without a time delay: " + " -> ".join(names), first,
-                     hint="give one projection in the loop `delay = 1` (it then reads the previous time step)") \
+        raise SpecError("cycle without a time delay: " + " -> ".join(names), _span(first),
+                        hint="give one projection in the loop `delay = 1` (it then reads the previous time step)") \
             from None
 
 
@@ -103,15 +97,15 @@ def _node_shape(graph, name, rec, shapes, final):
     src_shape = shapes[inputs[0][0]]
     if isinstance(rec, ir.Pool):
         if len(src_shape) != 3:
-            raise _error(f"pooling needs a (channels, height, width) input, got shape {_fmt(src_shape)}", rec,
-                         hint="pool before flattening")
+            raise SpecError(f"pooling needs a (channels, height, width) input, got shape {_fmt(src_shape)}",
+                            _span(rec), hint="pool before flattening")
         c, h, w = src_shape
         if rec.global_pool:
             return (c, 1, 1)
         oh, ow = (h - rec.kernel) // rec.stride + 1, (w - rec.kernel) // rec.stride + 1
         if oh < 1 or ow < 1:
-            raise _error(f"a {rec.kernel}x{rec.kernel} pool does not fit the {h}x{w} input of '{inputs[0][0]}'", rec,
-                         hint="use fewer pooling layers, a smaller pool or a larger input")
+            raise SpecError(f"a {rec.kernel}x{rec.kernel} pool does not fit the {h}x{w} input of '{inputs[0][0]}'",
+                            _span(rec), hint="use fewer pooling layers, a smaller pool or a larger input")
         return (c, oh, ow)
     if isinstance(rec, ir.Flatten):
         return (math.prod(src_shape),)
@@ -121,9 +115,9 @@ def _node_shape(graph, name, rec, shapes, final):
         got = {src: shapes[src] for src, _ in inputs}
         if len(set(got.values())) > 1:
             listing = ", ".join(f"'{s}' {_fmt(v)}" for s, v in got.items())
-            raise _error(f"shape mismatch at residual sum: {listing}", rec,
-                         hint="both sides of a sum need one shape; on the shortcut, add a downsample "
-                              "projection (a 1x1 conv with the stride)")
+            raise SpecError(f"shape mismatch at residual sum: {listing}", _span(rec),
+                            hint="both sides of a sum need one shape; on the shortcut, add a downsample "
+                                 "projection (a 1x1 conv with the stride)")
         return src_shape
     return None
 
@@ -139,35 +133,36 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
         if isinstance(edge, ir.Projection):
             if edge.op == "dense":
                 if len(s) != 1:
-                    raise _error(f"a dense projection needs a flat input, but '{src}' has shape {_fmt(s)}",
-                                 edge, hint="flatten it first, `h = flatten(h)`, or use a conv projection")
+                    raise SpecError(f"a dense projection needs a flat input, but '{src}' has shape {_fmt(s)}",
+                                    _span(edge), hint="flatten it first, `h = flatten(h)`, or use a conv projection")
                 here = ()
             else:
                 if len(s) != 3:
-                    raise _error(f"a conv projection needs a (channels, height, width) input, "
-                                 f"but '{src}' has shape {_fmt(s)}", edge,
-                                 hint="convolve before flattening" if len(s) == 1 else None)
+                    raise SpecError(f"a conv projection needs a (channels, height, width) input, "
+                                    f"but '{src}' has shape {_fmt(s)}", _span(edge),
+                                    hint="convolve before flattening" if len(s) == 1 else None)
                 _, h, w = s
                 oh = (h + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 ow = (w + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 if oh < 1 or ow < 1:
-                    raise _error(f"a {edge.kernel}x{edge.kernel} conv with padding {edge.padding} does not fit "
-                                 f"the {h}x{w} input of '{src}'", edge, hint="use a smaller kernel or more padding")
+                    raise SpecError(f"a {edge.kernel}x{edge.kernel} conv with padding {edge.padding} does not fit "
+                                    f"the {h}x{w} input of '{src}'", _span(edge),
+                                    hint="use a smaller kernel or more padding")
                 here = (oh, ow)
         elif isinstance(edge, ir.Inhibition):
             here = s[1:]
         else:
-            raise _error(f"population '{name}' can only receive projections", edge)
+            raise SpecError(f"population '{name}' can only receive projections", _span(edge))
         if spatial is None:
             spatial = here
         elif spatial != here:
-            raise _error(f"inputs of population '{name}' disagree on its spatial shape: "
-                         f"{_fmt(spatial) if spatial else 'flat'} vs {_fmt(here) if here else 'flat'} from '{src}'",
-                         edge, hint="match kernel, stride and padding of the projections into it")
+            raise SpecError(f"inputs of population '{name}' disagree on its spatial shape: "
+                            f"{_fmt(spatial) if spatial else 'flat'} vs {_fmt(here) if here else 'flat'} from '{src}'",
+                            _span(edge), hint="match kernel, stride and padding of the projections into it")
     if not seen:
         if final and not any(True for _ in graph.in_edges(name)):
-            raise _error(f"population '{name}' receives no input", rec,
-                         hint=f"add a projection into it, e.g. `x -> {name.rsplit('.', 1)[-1]} : dense()`")
+            raise SpecError(f"population '{name}' receives no input", _span(rec),
+                            hint=f"add a projection into it, e.g. `x -> {name.rsplit('.', 1)[-1]} : dense()`")
         return None
     return (rec.size, *spatial)
 
@@ -203,27 +198,18 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         s, d = graph.node(src), graph.node(dst)
         s_sign = node_sign(graph, src)
         if not isinstance(d, ir.Population):
-            errors.append(_error(f"a projection must end on a population, not {_a(d.kind)}", edge))
-            continue
-        if isinstance(edge, ir.Inhibition) and not isinstance(s, ir.Population):
-            errors.append(_error(f"inhibition must come from a population, not {_a(s.kind)}", edge,
-                                 hint="inhibit from an `inh` population"))
+            errors.append(SpecError(f"a projection must end on a population, not {_a(d.kind)}", _span(edge)))
             continue
         if isinstance(edge, ir.Projection) and s_sign == "inh":
-            errors.append(_error(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", edge,
-                                 hint="inhibitory populations project with '-|' (inhibit); declare the source "
-                                      "`exc` if it should excite, or `pop` for a sign-free baseline"))
+            errors.append(SpecError(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", _span(edge),
+                                    hint="inhibitory populations project with '-|' (inhibit); declare the source "
+                                         "`exc` if it should excite, or `pop` for a sign-free baseline"))
         if isinstance(edge, ir.Inhibition) and s_sign == "exc":
-            errors.append(_error(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", edge,
-                                 hint="excitatory populations project with '->'; route inhibition through "
-                                      "an `inh` population"))
-        if isinstance(edge, ir.Inhibition) and s.model == "current":
-            errors.append(_error(f"'{src}' is a readout current and cannot inhibit", edge,
-                                 hint="inhibit from a relu or lif population"))
-        elif isinstance(edge, ir.Inhibition) and edge.divisive and s.gain is None:
-            errors.append(_error(f"divisive inhibition from '{src}' needs its gain g_I", edge,
-                                 hint="give the population one, `inh I = relu(n, gain = gain_control)`, "
-                                      "or make the inhibition subtractive only (div = false)"))
+            errors.append(SpecError(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", _span(edge),
+                                    hint="excitatory populations project with '->'; route inhibition through "
+                                         "an `inh` population"))
+        if isinstance(edge, ir.Inhibition) and isinstance(s, ir.Population) and s.model == "current":
+            errors.append(SpecError(f"'{src}' is a readout current and cannot inhibit", _span(edge)))
         signed = s_sign != "free" and d.sign != "free" and d.dale
         graph.replace_edge(src, dst, nonneg=signed)
     return errors
@@ -239,16 +225,17 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
     errors = []
     inputs = [n for n, r in graph.nodes(ir.Input)]
     if not inputs:
-        return [_error("the network has no input", graph, hint="start with `x = image([1, 28, 28])`")]
+        return [SpecError("the network has no input", _span(graph) if graph.loc else None,
+                          hint="start with `x = image([1, 28, 28])`")]
     reached = nx.descendants(graph.g, inputs[0]) | {inputs[0]}
     feeds_output = nx.ancestors(graph.g, graph.output) | {graph.output}
     for name, rec in graph.nodes():
         if name not in reached:
-            errors.append(_error(f"'{name}' is not reached from the input", rec,
-                                 hint="connect it with a projection from an earlier layer"))
+            errors.append(SpecError(f"'{name}' is not reached from the input", _span(rec),
+                                    hint="connect it with a projection from an earlier layer"))
         elif name not in feeds_output:
-            errors.append(_error(f"'{name}' does not reach the readout (dangling {rec.kind})", rec,
-                                 hint="connect it to a later layer, or remove it"))
+            errors.append(SpecError(f"'{name}' does not reach the readout (dangling {rec.kind})", _span(rec),
+                                    hint="connect it to a later layer, or remove it"))
     return errors
 
 
@@ -258,12 +245,13 @@ def check_readout(graph: ir.Graph) -> list[SpecError]:
     """The readout ends the network with one value per class: (B, classes) logits."""
     errors = []
     for name, rec in graph.nodes(ir.Readout):
-        for dst, edge in graph.out_edges(name):
-            errors.append(_error(f"'{name}' is a readout, which ends the network; nothing can read from it", edge))
+        for _, edge in graph.out_edges(name):
+            errors.append(SpecError(f"'{name}' is a readout, which ends the network; nothing can read from it",
+                                    _span(edge)))
         if rec.shape is not None and len(rec.shape) != 1:
-            errors.append(_error(f"the readout needs a flat input (one value per class), but its input has shape "
-                                 f"{_fmt(rec.shape)}", rec,
-                                 hint="flatten (or global_avgpool, then flatten) before the classifier"))
+            errors.append(SpecError(f"the readout needs one value per class, but its input has shape "
+                                    f"{_fmt(rec.shape)}", _span(rec),
+                                    hint="flatten (or global_avgpool, then flatten) before the classifier"))
     return errors
 
 
@@ -273,8 +261,19 @@ def check_delays(graph: ir.Graph) -> list[SpecError]:
     for src, dst, edge in graph.edges():
         delay = getattr(edge, "delay", 0)
         if T is not None and delay >= T:
-            errors.append(_error(f"a delay of {delay} steps is not shorter than T = {T}, so '{src}' -> '{dst}' "
-                                 "would only ever carry zeros", edge, hint=f"use a delay below {T}"))
+            errors.append(SpecError(f"a delay of {delay} steps is not shorter than T = {T}, so '{src}' -> '{dst}' "
+                                    "would only ever carry zeros", _span(edge), hint=f"use a delay below {T}"))
+    return errors
+
+
+def check_inhibition(graph: ir.Graph) -> list[SpecError]:
+    errors = []
+    for src, dst, edge in graph.edges(ir.Inhibition):
+        s = graph.node(src)
+        if edge.divisive and isinstance(s, ir.Population) and s.model != "current" and s.gain is None:
+            errors.append(SpecError(f"divisive inhibition from '{src}' needs its gain g_I", _span(edge),
+                                    hint="give the population one, `inh I = relu(n, gain = gain_control)`, "
+                                         "or make the inhibition subtractive only (div = false)"))
     return errors
 
 
