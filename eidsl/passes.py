@@ -139,8 +139,7 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
             else:
                 if len(s) != 3:
                     raise SpecError(f"a conv projection needs a (channels, height, width) input, "
-                                    f"but '{src}' has shape {_fmt(s)}", _span(edge),
-                                    hint="convolve before flattening" if len(s) == 1 else None)
+                                    f"but '{src}' has shape {_fmt(s)}", _span(edge))
                 _, h, w = s
                 oh = (h + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 ow = (w + 2 * edge.padding - edge.kernel) // edge.stride + 1
