@@ -17,7 +17,7 @@ from .errors import EidslError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="eidsl: a language and compiler for cortical E-I spiking networks (DeepEISNN).")
 out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)   # a located error stays one line, as editors parse it
 
 SetOption = typer.Option(None, "--set", "-s", help="override a network parameter: --set depth=8 (repeatable)")
 IncludeOption = typer.Option(None, "--include", "-I", help="extra folder that `import` may read from")

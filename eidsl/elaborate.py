@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+import stat
 
 import networkx as nx
 from dataclasses import dataclass, field
@@ -121,15 +122,35 @@ def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
     searched = [importer.resolve().parent, *roots]
     for base in dict.fromkeys(searched):
         candidate = base / name
-        if candidate.exists():
-            real = candidate.resolve()
-            if not any(real.is_relative_to(r) for r in roots):
-                raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
-                                imp.span, hint="imports may only reach the spec's folder, the standard "
-                                               "library and folders given with --include")
-            return real
+        # The check is on the real path (symlinks and `..` resolved), which is also the path then read.
+        try:
+            if not candidate.exists():
+                continue
+            real = candidate.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:   # name too long, symlink loop, permission denied
+            raise SpecError(f"cannot read import '{imp.path}': {getattr(exc, 'strerror', None) or exc}",
+                            imp.span) from None
+        if not any(real.is_relative_to(r) for r in roots):
+            raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
+                            imp.span, hint="imports may only reach the spec's folder, the standard "
+                                           "library and folders given with --include")
+        _check_spec_file(real, imp)
+        return real
     raise SpecError(f"cannot find import '{imp.path}'", imp.span,
                     hint="looked in " + ", ".join(str(p) for p in dict.fromkeys(searched)))
+
+
+MAX_SPEC_BYTES = 16 * 2**20
+
+
+def _check_spec_file(real: Path, imp: S.Import) -> None:
+    """Only regular files of spec size: a FIFO or device would block or never end the read."""
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(f"import '{imp.path}' is not a regular file ({real})", imp.span)
+    if st.st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"import '{imp.path}' is {st.st_size:,} bytes, more than a spec may be "
+                        f"({MAX_SPEC_BYTES:,})", imp.span)
 
 
 # ---------------------------------------------------------------- elaboration
