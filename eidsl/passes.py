@@ -11,22 +11,23 @@ import os
 import networkx as nx
 
 from . import ir
-from .errors import SpecError, Span, raise_all
+from .errors import EidslError, SpecError, Span, raise_all
 
 
 def _span(rec) -> Span | None:
     return rec.loc.span() if rec.loc else None
 
 
-def check(graph: ir.Graph) -> ir.Graph:
-    """Run every pass; raise all independent errors together."""
+def check(graph: ir.Graph, batch: int = 1, memory_limit: float | None = None) -> ir.Graph:
+    """Run every pass; raise all independent errors together. The size check is for a training
+    step at `batch` against `memory_limit` bytes (None: the memory available now)."""
     order = time_order(graph)
     errors = infer_shapes(graph, order)
     raise_all(errors)
     raise_all(check_signs(graph))
     raise_all(check_reachability(graph))
     infer_fan_in(graph)
-    check_size(graph)
+    check_size(graph, batch, memory_limit)
     return graph
 
 
@@ -275,36 +276,127 @@ def neuron_counts(graph: ir.Graph) -> dict[str, int]:
 
 
 def available_memory() -> int:
+    """Memory a new allocation can get now: the kernel's MemAvailable, capped by the container's
+    cgroup limit when there is one (MemAvailable shows the host's memory inside containers)."""
+    sizes = []
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    sizes.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f, open(usage_file) as g:
+                limit, usage = f.read().strip(), int(g.read())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:      # "max" or a huge number: no limit
+            sizes.append(max(int(limit) - usage, 0))
+    if not sizes:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return min(sizes)
+
+
+# Floats one training step holds per element of a node's output, for each of the T*B folded
+# rows: the output, what autograd saves of it for the backward, its gradient, and the largest
+# transient of the op (compiler/ops.py). Rounded up from measured peaks of training steps
+# (docs/reliability.md; bench/memory.py re-measures them).
+ACTIVATION_FLOATS = {
+    "input": 2,       # the T-fold copy of the batch that the first projection saves, and the batch
+    "lif": 5,         # spikes (saved by the next projection) and the per-step list they are stacked
+                      # from, v - theta per step (the surrogate's input), gradients of spikes and current
+    "relu": 3,        # output (saved by relu and by the inhibition product), its gradient, its current
+    "current": 3,
+    "batchnorm": 2,   # the normalised current BatchNorm saves, and its gradient
+    "inhibited": 6,   # saved: the balanced current g_E (I_EE - I_sub) and the divisor, which the
+                      # product and the division keep, [s_I, g_I s_I] (I has n/ratio neurons, twice);
+                      # made and dropped: I_EE, I_sub, I_div, the min-positive copy; gradients of each
+    "pool": 2, "sum": 2, "flatten": 0, "readout": 1,
+}
+FLOAT_BYTES = 4
+
+
+def activation_floats(graph: ir.Graph, name: str, rec) -> int:
+    if isinstance(rec, ir.Population):
+        floats = ACTIVATION_FLOATS[rec.model]
+        if rec.norm == "batchnorm":
+            floats += ACTIVATION_FLOATS["batchnorm"]
+        if any(True for _ in graph.in_edges(name, ir.Inhibition)):
+            floats += ACTIVATION_FLOATS["inhibited"]
+        return floats
+    return ACTIVATION_FLOATS[rec.kind]
+
+
+def _weights(graph: ir.Graph, src: str, dst: str, edge) -> int:
+    size = graph.node(dst).size
+    if isinstance(edge, ir.Inhibition):
+        paths = 1 if edge.shared or not (edge.subtractive and edge.divisive) else 2
+        return paths * size * graph.node(src).size
+    return size * (edge.fan_in or projection_fan_in(graph, src, edge))
+
+
+def _copied_weights(graph: ir.Graph) -> int:
+    """Weights the runtime copies each step: projections fused with a sibling (torch.cat of W_EE and
+    W_IE, saved for the backward) and W_EI under the E-I Prop gradient scale."""
+    total = 0
+    for src in graph.g:
+        groups: dict[tuple, list[int]] = {}
+        for dst, edge in graph.out_edges(src, ir.Projection):
+            key = (edge.op, edge.kernel, edge.stride, edge.padding)
+            groups.setdefault(key, []).append(_weights(graph, src, dst, edge))
+        total += sum(sum(w) for w in groups.values() if len(w) > 1)
+    total += sum(_weights(graph, s, d, e) for s, d, e in graph.edges(ir.Inhibition) if e.grad_scale)
+    return total
 
 
 def estimate_bytes(graph: ir.Graph, batch: int = 1, T: int | None = None) -> dict[str, int]:
-    """Parameter and activation memory of one training step, before anything is allocated."""
-    T = T or next(r.T for _, r in graph.nodes(ir.Input))
+    """Memory of one training step (SGD with momentum) at this batch size, from the IR alone,
+    before anything is allocated. Python integers: sizes of absurd specs do not overflow."""
+    T = T or graph.node(graph.input_name).T
     params = sum(count_parameters(graph).values())
-    values = sum(math.prod(r.shape or (1,)) for _, r in graph.nodes() if not isinstance(r, ir.Input))
-    # float32 weights + gradient + momentum; each activation kept for the backward, about twice.
-    return {"parameters": params, "parameter_bytes": 12 * params,
-            "activation_bytes": 8 * values * batch * T}
+    # weight, gradient and momentum buffer; each copied weight and its gradient
+    parameter_bytes = FLOAT_BYTES * (3 * params + 2 * _copied_weights(graph))
+    floats = sum(activation_floats(graph, name, rec) * math.prod(_out_shape(rec))
+                 for name, rec in graph.nodes())
+    activation_bytes = FLOAT_BYTES * floats * T * batch
+    return {"parameters": params, "parameter_bytes": parameter_bytes, "activation_bytes": activation_bytes,
+            "total_bytes": parameter_bytes + activation_bytes, "batch": batch, "T": T}
 
 
-def check_size(graph: ir.Graph, batch: int = 1, limit: int | None = None) -> dict[str, int]:
+def _out_shape(rec) -> tuple[int, ...]:
+    if rec.shape is not None:
+        return rec.shape
+    return (rec.size,) if isinstance(rec, ir.Population) else (1,)
+
+
+def check_size(graph: ir.Graph, batch: int = 1, limit: float | None = None) -> dict[str, int]:
+    """Refuse a network whose training step would not fit in `limit` bytes (None: the memory
+    available now; math.inf: no limit)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise EidslError(f"batch must be a positive whole number, got {batch!r}")
+    if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
+        raise EidslError(f"a memory limit is a positive number of bytes, got {limit!r}")
     est = estimate_bytes(graph, batch)
-    limit = limit or available_memory()
-    need = est["parameter_bytes"] + est["activation_bytes"]
-    if need > limit:
-        raise SpecError(f"network too large: about {_gib(need)} for {est['parameters']:,} parameters "
-                        f"at batch {batch}, more than the {_gib(limit)} available", _span(graph),
-                        hint="reduce the sizes, or raise the limit with --memory-limit")
+    if limit is None:
+        limit, what = available_memory(), "memory available"
+    else:
+        what = "memory limit"
+    if est["total_bytes"] > limit:
+        raise SpecError(f"network too large: a training step at batch {batch:,} and T = {est['T']} needs about "
+                        f"{format_bytes(est['total_bytes'])} ({est['parameters']:,} parameters: "
+                        f"{format_bytes(est['parameter_bytes'])} with gradients and momentum; activations: "
+                        f"{format_bytes(est['activation_bytes'])}), more than the {format_bytes(limit)} {what}",
+                        _span(graph), hint="reduce the layer sizes, the batch size or T, or override the limit "
+                                           "with --memory-limit SIZE (memory_limit= in the Python API)")
     return est
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+def format_bytes(n: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n)} bytes"
