@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eidsl.errors import SpecError
+
 from . import ops
 from .network import Network
 
@@ -52,6 +54,8 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
         if not paths and not gains:
             return
         mean, mean_sq, var = statistics(env[step.ins[0]], reduce)
+        if not mean_sq + var > 0 or (gains and mean == 0):
+            raise _silent_input(step, net, mean, mean_sq)
         for path in paths:
             spec = specs[path]
             sigma = ops.balanced_scale(mean, mean_sq, var, spec.fan_in)
@@ -64,3 +68,14 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
     net.run(batch, hook=hook)
     net.clamp_()
     return scales
+
+
+def _silent_input(step, net: Network, mean: float, mean_sq: float) -> SpecError:
+    """Eq. 53 divides by E[x^2] + Var[x] and Eq. 54 by E[x]: a projection whose input is zero (or,
+    for a gain, averages zero) on the whole batch has no balanced scale."""
+    what = "is zero everywhere" if not mean_sq > 0 else "averages zero"
+    return SpecError(f"E-I Init: the input of the projection into '{step.node}' {what} on this batch "
+                     "(no spikes reach it), so its balanced scale is undefined",
+                     step.loc.span() if step.loc else None,
+                     hint="use a larger or more varied first batch, or check the layers before it "
+                          "(thresholds, delays longer than T)")

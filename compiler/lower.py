@@ -46,6 +46,16 @@ class _Lowering:
                             rec.loc.span() if rec.loc else None,
                             hint="feed the delayed projection from a layer computed earlier")
 
+    def delay(self, edge, target: str) -> int:
+        """A delay reads an earlier time step: it must be one of the T the network runs."""
+        if not 0 <= edge.delay < self.T:
+            raise SpecError(f"the projection into '{target}' has delay {edge.delay}, but the network runs "
+                            f"T = {self.T} time steps, so delays go from 0 to {self.T - 1}",
+                            edge.loc.span() if edge.loc else None,
+                            hint="shorten the delay or raise T" if edge.delay > 0 else "delays read the past: "
+                                 "use a delay of 0 or more")
+        return edge.delay
+
     def param(self, node: str, name: str, shape, role: str, init: ir.Init, nonneg: bool,
               fan_in: int = 1, used: bool = True) -> str:
         taken = self.names.setdefault(node, set())
@@ -144,7 +154,7 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
         if (src, name) not in lw.emitted:
             _projections(lw, src, name)
         current = lw.emitted[(src, name)]
-        if edge.delay:
+        if lw.delay(edge, name):
             delayed = f"{current}@t-{edge.delay}"
             lw.emit(Step("delay", (delayed,), (current,), name, {"T": lw.T, "steps": edge.delay}, loc=edge.loc))
             current = delayed
@@ -155,7 +165,7 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
         lw.need(src, name, edge)
         src_rec = graph.node(src)
         signal = src
-        if edge.delay:
+        if lw.delay(edge, name):
             signal = f"{src}@t-{edge.delay}"
             lw.emit(Step("delay", (signal,), (src,), name, {"T": lw.T, "steps": edge.delay}, loc=edge.loc))
         inhibitors.append(signal)
@@ -206,6 +216,7 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
                  {"W_EI": w_ei, "g_I": g_i, "g_E": gain if own_gain and not readout else None,
                   "b_E": None if readout else bias, "bn": bn}, loc=rec.loc))
     if rec.model == "lif":
+        _check_neuron(name, rec)
         lw.emit(Step("lif", (name,), (integrated,), name,
                      {"T": lw.T, "tau": rec.tau, "theta": rec.theta, "reset": rec.reset, "v_reset": rec.v_reset,
                       "detach_reset": rec.detach_reset, "surrogate": rec.surrogate, "alpha": rec.alpha}, loc=rec.loc))
@@ -214,6 +225,18 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
     else:
         lw.emit(Step("identity", (name,), (integrated,), name, loc=rec.loc))
     lw.done.add(name)
+
+
+def _check_neuron(name: str, rec: ir.Population) -> None:
+    # Written as not (a >= b) so that NaN (reachable by spec arithmetic, 1e400 - 1e400) fails too.
+    problem = None
+    if not rec.tau >= 1:
+        problem = (f"tau = {rec.tau:g}, but a LIF membrane keeps 1 - 1/tau of its potential each step, "
+                   "so tau must be at least 1")
+    elif not rec.alpha > 0:
+        problem = f"alpha = {rec.alpha:g}, but the surrogate gradient's sharpness must be positive"
+    if problem:
+        raise SpecError(f"population '{name}': {problem}", rec.loc.span() if rec.loc else None)
 
 
 def _gain_name(rec: ir.Population) -> str:

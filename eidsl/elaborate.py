@@ -506,7 +506,11 @@ class Elaborator:
                                 hint=did_you_mean(name, value.scope))
             return value.scope[name]
         if isinstance(value, NodeRef) and name in ("n", "size"):
-            return self.graph.node(self.resolve(value.name)).size
+            rec = self.graph.node(self.resolve(value.name))
+            if not isinstance(rec, ir.Population):      # shapes of inputs, pools, sums come later
+                raise SpecError(f"'{value.name}' is {'an' if rec.kind == 'input' else 'a'} {rec.kind}; "
+                                f"only populations have a size '{name}'", span)
+            return rec.size
         raise SpecError(f"{_kind(value)} has no attribute '{name}'", span)
 
     def as_node(self, value, span: Span) -> str:

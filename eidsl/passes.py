@@ -139,6 +139,9 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
                 if len(s) != 3:
                     raise SpecError(f"a conv projection needs a (channels, height, width) input, "
                                     f"but '{src}' has shape {_fmt(s)}", _span(edge))
+                if edge.kernel < 1 or edge.stride < 1 or edge.padding < 0:
+                    raise SpecError(f"a conv needs k >= 1, stride >= 1 and pad >= 0, got k = {edge.kernel}, "
+                                    f"stride = {edge.stride}, pad = {edge.padding}", _span(edge))
                 _, h, w = s
                 oh = (h + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 ow = (w + 2 * edge.padding - edge.kernel) // edge.stride + 1
@@ -192,6 +195,10 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         s_sign = node_sign(graph, src)
         if not isinstance(d, ir.Population):
             errors.append(SpecError(f"a projection must end on a population, not a {d.kind}", _span(edge)))
+            continue
+        if isinstance(edge, ir.Inhibition) and not isinstance(s, ir.Population):
+            errors.append(SpecError(f"inhibition must come from a population of interneurons, not a {s.kind}",
+                                    _span(edge), hint="inhibit from the `inh` population itself"))
             continue
         if isinstance(edge, ir.Projection) and s_sign == "inh":
             errors.append(SpecError(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", _span(edge),
