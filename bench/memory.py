@@ -2,9 +2,11 @@
 
 Each configuration runs in a fresh process: it warms the PyTorch runtime up with a
 one-sample step of the same network (the first step in a process also pays a fixed
-~170 MB for kernels and thread pools, which is not the spec's), then measures the
-growth of peak RSS (getrusage) over building the network, one forward, backward and
-SGD-with-momentum step at the batch size asked for.
+~170 MB for kernels and thread pools, which is not the spec's), resets the kernel's
+peak-RSS mark, then measures how far the peak rises above the resident size over
+building the network, one forward, backward and SGD-with-momentum step at the batch
+size asked for. (Not getrusage: its ru_maxrss survives exec, so a child of a large
+process starts with the parent's peak.)
 
     python3 bench/memory.py            # the table in docs/reliability.md
     python3 bench/memory.py --quick    # MLPs only
@@ -19,10 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 STEP = r"""
-import ctypes, gc, json, resource, sys
+import ctypes, gc, json, sys
 import torch
 torch.set_num_threads(1)
 import eidsl
+from bench.memory import peak_rss, reset_peak_rss, rss
 from eidsl.api import build_graph, load_graph, optimizer
 from eidsl.passes import estimate_bytes
 
@@ -45,13 +48,38 @@ step(warm, x[:1], y[:1])
 del warm
 gc.collect()
 ctypes.CDLL("libc.so.6").malloc_trim(0)     # hand the warm-up's freed heap back, so reuse counts as growth
-with open("/proc/self/statm") as f:
-    before = int(f.read().split()[1]) * resource.getpagesize()
+reset_peak_rss()
+before = rss()
 net = build_graph(graph)
 opt = step(net, x, y)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"measured": peak - before, **estimate_bytes(graph, batch)}))
+print(json.dumps({"measured": peak_rss() - before, **estimate_bytes(graph, batch)}))
 """
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def rss() -> int:
+    """Resident memory of this process now, in bytes."""
+    return _status("VmRSS")
+
+
+def peak_rss() -> int:
+    """Highest resident memory since the process started or since reset_peak_rss()."""
+    return _status("VmHWM")
+
+
+def reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")     # Linux >= 4.0: VmHWM := VmRSS
+    except OSError:
+        pass
 
 
 def measure(spec: str, batch: int, **params) -> dict:

@@ -35,20 +35,18 @@ def test_a_trillion_neuron_layer_is_refused_at_once_without_allocating(tmp_path)
     spec = tmp_path / "huge.ei"
     spec.write_text(HUGE)
     code = f"""
-import json, resource, time
+import json, time
 import eidsl
+from bench.memory import peak_rss, reset_peak_rss, rss
 from eidsl.errors import SpecError
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+reset_peak_rss()
 before, start = rss(), time.perf_counter()
 try:
     eidsl.build({str(spec)!r})
     message = None
 except SpecError as exc:
     message = exc.render()
-print(json.dumps({{"seconds": time.perf_counter() - start, "grew": rss() - before,
-                  "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before,
-                  "message": message}}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak": peak_rss() - before, "message": message}}))
 """
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     result = json.loads(run.stdout)
