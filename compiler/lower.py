@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+import networkx as nx
+
 from eidsl import ir
 from eidsl.errors import SpecError
 from eidsl.passes import node_sign, time_order
@@ -19,10 +21,21 @@ from .plan import ParamSpec, Plan, Step
 
 def lower(graph: ir.Graph) -> Plan:
     lw = _Lowering(graph)
-    for name in time_order(graph):
+    for name in _order(graph):
         rec = graph.node(name)
         BUILDERS[type(rec)](lw, name, rec)
     return Plan(graph.name, lw.T, graph.node(graph.input_name), lw.steps, lw.params, lw.buffers, graph.output)
+
+
+def _order(graph: ir.Graph) -> list[str]:
+    """Every node after all its sources, delayed edges included, so a delayed feedforward
+    projection reads a tensor that exists; only loops through a delay fall back to the
+    per-time-step order (and are refused by `need`)."""
+    index = {name: i for i, name in enumerate(graph.g.nodes)}
+    try:
+        return list(nx.lexicographical_topological_sort(graph.g, key=lambda n: f"{index[n]:09d}"))
+    except nx.NetworkXUnfeasible:
+        return time_order(graph)
 
 
 class _Lowering:

@@ -508,8 +508,7 @@ class Elaborator:
         if isinstance(value, NodeRef) and name in ("n", "size"):
             rec = self.graph.node(self.resolve(value.name))
             if not isinstance(rec, ir.Population):      # shapes of inputs, pools, sums come later
-                raise SpecError(f"'{value.name}' is {'an' if rec.kind == 'input' else 'a'} {rec.kind}; "
-                                f"only populations have a size '{name}'", span)
+                raise SpecError(f"the {rec.kind} '{value.name}' has no size '{name}': only populations do", span)
             return rec.size
         raise SpecError(f"{_kind(value)} has no attribute '{name}'", span)
 

@@ -158,3 +158,12 @@ def test_memory_command_reports_and_refuses():
     assert over.exit_code == 2
     assert "network too large: a training step at batch 100,000" in over.output
     assert "more than the 1.0 GiB memory limit" in over.output
+
+
+def test_python_dash_m_runs_the_commands_modules_register():
+    # `python -m eidsl.cli` executes cli.py as __main__, a second copy of the module; the commands
+    # registered by eidsl/cli_*.py must still be there.
+    run = subprocess.run([sys.executable, "-m", "eidsl.cli", "memory", str(SPECS / "mlp.ei"), "--batch", "2",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["batch"] == 2
