@@ -34,10 +34,39 @@ def reference_role(key: str) -> str | None:
     return None
 
 
+_ROLE_SUFFIX = re.compile(r"\.(conv_ee\.weight|conv_ie\.weight|weight_ee|weight_ie|weight_ei|gain_i|gain_e|bias)$")
+
+
+def _module_rank(token: str) -> tuple:
+    """Registration order of the reference's module names (models/*.py), so that a file whose keys
+    come back sorted (safetensors does that) is read in forward order all the same."""
+    if token.isdigit():
+        return (0, int(token), "")
+    m = re.fullmatch(r"(conv|norm)(\d+)", token)
+    if m:
+        return (1, 2 * int(m[2]) + (m[1] == "norm"), "")
+    if token == "downsample":
+        return (1, 10_000, "")
+    m = re.fullmatch(r"layer(\d+)", token)
+    if m:
+        return (2, int(m[1]), "")
+    if token in ("fc", "final_ei_norm"):
+        return (3, token == "final_ei_norm", "")
+    return (1, 5_000, token)
+
+
+def reference_order(key: str) -> tuple:
+    """Sort key: the module path in registration order, then W_EE first within a module."""
+    m = _ROLE_SUFFIX.search(key)
+    module = key[:m.start()] if m else key
+    role = reference_role(key)
+    return (tuple(_module_rank(t) for t in module.split(".")), ROLES.index(role) if role in ROLES else len(ROLES))
+
+
 def reference_layers(state: dict[str, torch.Tensor]) -> list[dict[str, str]]:
     """Group reference keys into E-I layers: a layer starts at each W_EE."""
     layers: list[dict[str, str]] = []
-    for key in state:
+    for key in sorted(state, key=reference_order):
         role = reference_role(key)
         if role is None:
             raise ImportError_(f"reference key '{key}' is not part of an E-I layer (BatchNorm checkpoints "
@@ -89,6 +118,13 @@ def import_deepeisnn(net: Network, state: dict[str, torch.Tensor]) -> dict[str, 
             if source.numel() != target.numel() or (role.startswith("W") and source.shape[0] != target.shape[0]):
                 raise ImportError_(f"'{key}' {tuple(source.shape)} does not fit '{path}' {tuple(target.shape)}")
             mapping[key] = path
+    # Tensors of the spec that no reference tensor fills would keep their fresh values: refuse.
+    unfilled = [p for p in net.param_specs if p not in set(mapping.values())]
+    if unfilled:
+        raise ImportError_(f"the checkpoint has nothing for '{unfilled[0]}' "
+                           f"{tuple(net.tensor(unfilled[0]).shape)}" +
+                           (f" and {len(unfilled) - 1} more" if len(unfilled) > 1 else "") +
+                           "; the spec is not a DeepEISNN E-I network of the checkpoint's layout")
     with torch.no_grad():
         for key, path in mapping.items():
             target = net.tensor(path)

@@ -6,6 +6,11 @@ exponential E->E and E->I weights at the balanced scale ("Eq. 53") and sets the
 inhibitory gain g_I ("Eq. 54") of the populations it feeds. The layer's output
 is then computed with the new weights, so the next layer sees its real input.
 It runs once, explicitly, and never lives in the compiled forward.
+
+A projection inside a recurrent loop reads spikes that the loop itself makes: the
+loop is run once with its provisional weights to measure that input, the weights
+are drawn from it, and only then does the loop run for real, so every later layer
+still sees the actual output of the initialised loop.
 """
 from __future__ import annotations
 
@@ -17,7 +22,12 @@ import torch
 from eidsl.errors import SpecError
 
 from . import ops
-from .network import Network
+from .network import Network, run_loop
+
+
+class InitError(SpecError):
+    """E-I Init cannot proceed on this batch; located at the projection whose input it measures."""
+
 
 # Sums that make the statistics; reducing them across processes gives the global batch's values.
 Reducer = Callable[[torch.Tensor], torch.Tensor]
@@ -45,17 +55,23 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
     scales: dict[str, float] = {}
     specs = net.param_specs
 
-    def hook(step, env):
-        if step.op != "project":
-            return
+    def data_dependent(step) -> tuple[list[str], list[str]]:
         paths = [p for p in step.params["weights"] if specs[p].init.rule == "ei_balanced"]
         targets = {specs[p].node for p in step.params["weights"]}
         gains = [p for p, s in specs.items() if s.node in targets and s.init.rule == "gain_control"]
+        return paths, gains
+
+    def initialise(step, x: torch.Tensor) -> None:
+        paths, gains = data_dependent(step)
         if not paths and not gains:
             return
-        mean, mean_sq, var = statistics(env[step.ins[0]], reduce)
-        if not mean_sq + var > 0 or (gains and mean == 0):
-            raise _silent_input(step, net, mean, mean_sq)
+        mean, mean_sq, var = statistics(x, reduce)
+        if mean_sq + var == 0 or (gains and mean == 0):
+            where = ", ".join(paths + gains)
+            raise InitError(f"E-I Init: the input of {where} is silent on this batch (all zeros), so its "
+                            "statistics fix no scale", step.loc.span() if step.loc else None,
+                            hint="initialise on a larger or more active batch (the first training batch), "
+                                 "or load trained weights")
         for path in paths:
             spec = specs[path]
             sigma = ops.balanced_scale(mean, mean_sq, var, spec.fan_in)
@@ -65,17 +81,16 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
         for path in gains:
             net.tensor(path).fill_(ops.gain_control(mean, mean_sq, var, specs[path].fan_in))
 
+    def hook(step, env):
+        if step.op == "project":
+            initialise(step, env[step.ins[0]])
+        elif step.op == "loop":
+            inner = [s for s in step.attrs["body"] if s.op == "project" and any(data_dependent(s))]
+            if inner:
+                seen = run_loop(net, step, [env[i] for i in step.ins], keep=True)
+                for s in inner:
+                    initialise(s, seen[s.ins[0]])
+
     net.run(batch, hook=hook)
     net.clamp_()
     return scales
-
-
-def _silent_input(step, net: Network, mean: float, mean_sq: float) -> SpecError:
-    """Eq. 53 divides by E[x^2] + Var[x] and Eq. 54 by E[x]: a projection whose input is zero (or,
-    for a gain, averages zero) on the whole batch has no balanced scale."""
-    what = "is zero everywhere" if not mean_sq > 0 else "averages zero"
-    return SpecError(f"E-I Init: the input of the projection into '{step.node}' {what} on this batch "
-                     "(no spikes reach it), so its balanced scale is undefined",
-                     step.loc.span() if step.loc else None,
-                     hint="use a larger or more varied first batch, or check the layers before it "
-                          "(thresholds, delays longer than T)")

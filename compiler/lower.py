@@ -2,12 +2,16 @@
 
 Builders walk the network in time order. Projections that share a source and a
 geometry (the E->E and E->I of one E-I layer) are fused into a single matmul or
-convolution. Anything the runtime cannot execute is refused here, at compile
-time, with the spec location of the offending node.
+convolution. A cycle through a delayed edge (recurrent inhibition from the
+previous step, say) becomes one "loop" step whose body runs once per time step;
+everything outside the cycle stays batched over time. Anything the runtime
+cannot execute is refused here, at compile time, with the spec location of the
+offending node.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Callable
 
 import networkx as nx
@@ -20,22 +24,45 @@ from .plan import ParamSpec, Plan, Step
 
 
 def lower(graph: ir.Graph) -> Plan:
+    _check_lowerable(graph)
     lw = _Lowering(graph)
-    for name in _order(graph):
-        rec = graph.node(name)
-        BUILDERS[type(rec)](lw, name, rec)
+    for group in schedule(graph):
+        if len(group) == 1 and not graph.g.has_edge(group[0], group[0]):
+            _build(lw, group[0])
+        else:
+            _loop(lw, group)
     return Plan(graph.name, lw.T, graph.node(graph.input_name), lw.steps, lw.params, lw.buffers, graph.output)
 
 
-def _order(graph: ir.Graph) -> list[str]:
-    """Every node after all its sources, delayed edges included, so a delayed feedforward
-    projection reads a tensor that exists; only loops through a delay fall back to the
-    per-time-step order (and are refused by `need`)."""
-    index = {name: i for i, name in enumerate(graph.g.nodes)}
-    try:
-        return list(nx.lexicographical_topological_sort(graph.g, key=lambda n: f"{index[n]:09d}"))
-    except nx.NetworkXUnfeasible:
-        return time_order(graph)
+def schedule(graph: ir.Graph) -> list[list[str]]:
+    """Nodes in computation order, grouped: a group of several nodes (or one that feeds itself)
+    is a cycle through delayed edges and runs step by step.
+
+    The order is the time order whenever the graph has no cycle, so the plan (and the
+    order in which E-I Init draws its random weights) does not depend on this grouping.
+    """
+    order = time_order(graph)          # refuses cycles without a delay
+    position = {name: i for i, name in enumerate(order)}
+    condensed = nx.condensation(graph.g)
+    groups = {c: sorted(condensed.nodes[c]["members"], key=position.__getitem__) for c in condensed}
+    key = lambda c: f"{position[groups[c][0]]:09d}"   # noqa: E731
+    return [groups[c] for c in nx.lexicographical_topological_sort(condensed, key=key)]
+
+
+def _build(lw: "_Lowering", name: str) -> None:
+    rec = lw.graph.node(name)
+    builder = BUILDERS.get(type(rec))
+    if builder is None:
+        raise SpecError(f"the compiler has no lowering for a {rec.kind} node ('{name}')",
+                        rec.loc.span() if rec.loc else None)
+    builder(lw, name, rec)
+
+
+@dataclass
+class _Loop:
+    members: set[str]
+    ready: dict[tuple[str, str], str] = field(default_factory=dict)   # edge from outside -> tensor name
+    pending: list[tuple[str, str]] = field(default_factory=list)     # delayed projections inside the loop
 
 
 class _Lowering:
@@ -48,26 +75,48 @@ class _Lowering:
         self.done: set[str] = set()             # nodes whose output exists
         self.emitted: dict[tuple[str, str], str] = {}   # (source, target) -> current name
         self.names: dict[str, set[str]] = {}     # parameter names used per node
+        self.loop: _Loop | None = None          # set while the body of a loop is lowered
 
     def emit(self, step: Step) -> None:
         self.steps.append(step)
 
     def need(self, src: str, dst: str, rec) -> None:
-        if src not in self.done:
-            raise SpecError(f"'{dst}' reads '{src}' from the previous time step inside a loop; "
-                            "recurrent loops through a delay are not supported by this compiler yet",
-                            rec.loc.span() if rec.loc else None,
-                            hint="feed the delayed projection from a layer computed earlier")
+        if src not in self.done:   # the schedule makes this unreachable; kept as a located guard
+            raise SpecError(f"'{dst}' reads '{src}' before it is computed", rec.loc.span() if rec.loc else None)
 
-    def delay(self, edge, target: str) -> int:
-        """A delay reads an earlier time step: it must be one of the T the network runs."""
-        if not 0 <= edge.delay < self.T:
-            raise SpecError(f"the projection into '{target}' has delay {edge.delay}, but the network runs "
-                            f"T = {self.T} time steps, so delays go from 0 to {self.T - 1}",
-                            edge.loc.span() if edge.loc else None,
-                            hint="shorten the delay or raise T" if edge.delay > 0 else "delays read the past: "
-                                 "use a delay of 0 or more")
-        return edge.delay
+    def in_loop(self, node: str) -> bool:
+        return self.loop is not None and node in self.loop.members
+
+    def incoming(self, src: str, dst: str, edge) -> str:
+        """The tensor that the edge src -> dst delivers to `dst` at the current time step,
+        emitting the projection and delay it takes."""
+        if self.loop is not None and (src, dst) in self.loop.ready:
+            return self.loop.ready[(src, dst)]
+        dst_rec = self.graph.node(dst)
+        if isinstance(edge, ir.Projection):
+            if self.in_loop(src) and edge.delay:
+                # Inside a loop the current is computed once `src` has fired, and read a step later.
+                self.loop.pending.append((src, dst))
+                return self.delay_step(f"{dst}<-{src}", edge.delay, dst_rec.shape, dst, edge)
+            self.need(src, dst, edge)
+            if (src, dst) not in self.emitted:
+                _projections(self, src, dst)
+            current = self.emitted[(src, dst)]
+        else:
+            if self.in_loop(src) and edge.delay:
+                return self.delay_step(src, edge.delay, self.graph.node(src).shape, dst, edge)
+            self.need(src, dst, edge)
+            current = src
+        if edge.delay:
+            delayed = f"{current}@t-{edge.delay}"
+            self.emit(Step("delay", (delayed,), (current,), dst, {"T": self.T, "steps": edge.delay}, loc=edge.loc))
+            return delayed
+        return current
+
+    def delay_step(self, name: str, steps: int, shape, dst: str, edge) -> str:
+        delayed = f"{name}@t-{steps}"
+        self.emit(Step("delay_step", (delayed,), (name,), dst, {"steps": steps, "shape": tuple(shape)}, loc=edge.loc))
+        return delayed
 
     def param(self, node: str, name: str, shape, role: str, init: ir.Init, nonneg: bool,
               fan_in: int = 1, used: bool = True) -> str:
@@ -140,8 +189,12 @@ def _geometry(edge: ir.Projection) -> tuple:
 def _projections(lw: _Lowering, src: str, target: str) -> None:
     """Emit the fused projection from `src` that feeds `target`, with every sibling it can share."""
     edge = lw.graph.edge(src, target)
+    # Inside a loop only the loop's own targets share the per-step product; the others get
+    # one product over the whole sequence after the loop.
+    scope = lw.loop.members if lw.in_loop(src) else None
     siblings = [(dst, e) for dst, e in lw.graph.out_edges(src, ir.Projection)
-                if _geometry(e) == _geometry(edge) and (src, dst) not in lw.emitted]
+                if _geometry(e) == _geometry(edge) and (src, dst) not in lw.emitted
+                and (scope is None or dst in scope)]
     weights, biases, outs = [], [], []
     for dst, e in siblings:
         rec = lw.graph.node(dst)
@@ -161,27 +214,12 @@ def _projections(lw: _Lowering, src: str, target: str) -> None:
 
 def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
     graph = lw.graph
-    currents = []
-    for src, edge in graph.in_edges(name, ir.Projection):
-        lw.need(src, name, edge)
-        if (src, name) not in lw.emitted:
-            _projections(lw, src, name)
-        current = lw.emitted[(src, name)]
-        if lw.delay(edge, name):
-            delayed = f"{current}@t-{edge.delay}"
-            lw.emit(Step("delay", (delayed,), (current,), name, {"T": lw.T, "steps": edge.delay}, loc=edge.loc))
-            current = delayed
-        currents.append(current)
+    currents = [lw.incoming(src, name, edge) for src, edge in graph.in_edges(name, ir.Projection)]
 
     inhibitors, modes, w_ei, g_i = [], [], [], []
     for src, edge in graph.in_edges(name, ir.Inhibition):
-        lw.need(src, name, edge)
         src_rec = graph.node(src)
-        signal = src
-        if lw.delay(edge, name):
-            signal = f"{src}@t-{edge.delay}"
-            lw.emit(Step("delay", (signal,), (src,), name, {"T": lw.T, "steps": edge.delay}, loc=edge.loc))
-        inhibitors.append(signal)
+        inhibitors.append(lw.incoming(src, name, edge))
         if edge.divisive and src_rec.gain is None:
             raise SpecError(f"divisive inhibition from '{src}' needs its gain g_I", edge.loc.span() if edge.loc else None,
                             hint="declare it: `inh I = relu(n, gain = gain_control)`")
@@ -229,8 +267,8 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
                  {"W_EI": w_ei, "g_I": g_i, "g_E": gain if own_gain and not readout else None,
                   "b_E": None if readout else bias, "bn": bn}, loc=rec.loc))
     if rec.model == "lif":
-        _check_neuron(name, rec)
-        lw.emit(Step("lif", (name,), (integrated,), name,
+        # In a loop the membrane is carried from step to step by the loop itself.
+        lw.emit(Step("lif_step" if lw.loop else "lif", (name,), (integrated,), name,
                      {"T": lw.T, "tau": rec.tau, "theta": rec.theta, "reset": rec.reset, "v_reset": rec.v_reset,
                       "detach_reset": rec.detach_reset, "surrogate": rec.surrogate, "alpha": rec.alpha}, loc=rec.loc))
     elif rec.model == "relu":
@@ -240,24 +278,68 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
     lw.done.add(name)
 
 
-def _check_neuron(name: str, rec: ir.Population) -> None:
-    # Written as not (a >= b) so that NaN (reachable by spec arithmetic, 1e400 - 1e400) fails too.
-    problem = None
-    if not rec.tau >= 1:
-        problem = (f"tau = {rec.tau:g}, but a LIF membrane keeps 1 - 1/tau of its potential each step, "
-                   "so tau must be at least 1")
-    elif not rec.alpha > 0:
-        problem = f"alpha = {rec.alpha:g}, but the surrogate gradient's sharpness must be positive"
-    if problem:
-        raise SpecError(f"population '{name}': {problem}", rec.loc.span() if rec.loc else None)
-
-
 def _gain_name(rec: ir.Population) -> str:
     return {"exc": "g_E", "inh": "g_I"}.get(rec.sign, "g")
 
 
 def _bias_name(rec: ir.Population) -> str:
     return {"exc": "b_E", "inh": "b_I"}.get(rec.sign, "b")
+
+
+def _loop(lw: _Lowering, members: list[str]) -> None:
+    """One step that runs `members` (a cycle through delayed edges) once per time step."""
+    graph = lw.graph
+    for name in members:
+        rec = graph.node(name)
+        if isinstance(rec, ir.Readout) or (isinstance(rec, ir.Population) and rec.norm == "batchnorm"):
+            what = "a readout" if isinstance(rec, ir.Readout) else "BatchNorm"
+            raise SpecError(f"'{name}' is part of a recurrent loop, where {what} has no per-step meaning",
+                            rec.loc.span() if rec.loc else None,
+                            hint="keep readouts and BatchNorm layers outside loops through a delay")
+    loop = _Loop(set(members))
+    # Whatever enters the loop from outside is computed once, over the whole sequence.
+    for name in members:
+        for src, edge in graph.in_edges(name):
+            if src not in loop.members and isinstance(edge, (ir.Projection, ir.Inhibition)):
+                loop.ready[(src, name)] = lw.incoming(src, name, edge)
+    outer, lw.steps, lw.loop = lw.steps, [], loop
+    for name in members:
+        _build(lw, name)
+    for src, dst in loop.pending:
+        if (src, dst) not in lw.emitted:
+            _projections(lw, src, dst)
+    body, lw.steps, lw.loop = lw.steps, outer, None
+    produced = {out for step in body for out in step.outs}
+    inputs = tuple(dict.fromkeys(i for step in body if step.op != "delay_step"
+                                 for i in step.ins if i not in produced))
+    history = tuple(dict.fromkeys(step.ins[0] for step in body if step.op == "delay_step"))
+    first = graph.node(members[0])
+    lw.emit(Step("loop", tuple(members), inputs, members[0],
+                 {"T": lw.T, "body": body, "history": history, "members": tuple(members)}, loc=first.loc))
+
+
+def _check_lowerable(graph: ir.Graph) -> None:
+    """Combinations the front end accepts but the runtime cannot execute, refused with their location."""
+    for src, dst, edge in graph.edges():
+        span = edge.loc.span() if edge.loc else None
+        if getattr(edge, "delay", 0) < 0:
+            raise SpecError(f"delay must be 0 or more time steps, got {edge.delay}", span)
+        if isinstance(edge, ir.Inhibition) and not (edge.subtractive or edge.divisive):
+            raise SpecError("this inhibition is neither subtractive nor divisive, so it does nothing", span,
+                            hint="set `sub = true`, `div = true` or both")
+        if isinstance(edge, ir.Inhibition) and not isinstance(graph.node(src), ir.Population):
+            raise SpecError(f"inhibition must come from a population, but '{src}' is a {graph.node(src).kind}",
+                            span, hint="inhibit from the interneuron population itself (`I -| E`)")
+    for name, rec in graph.nodes():
+        if isinstance(rec, ir.Readout) and rec.shape is not None and len(rec.shape) != 1:
+            raise SpecError(f"the readout needs one value per class, but its input has shape {tuple(rec.shape)}",
+                            rec.loc.span() if rec.loc else None,
+                            hint="flatten it (after global_avgpool) and end on a classifier layer")
+        if isinstance(rec, (ir.Pool, ir.Flatten, ir.Readout)):
+            n = sum(1 for _ in graph.in_edges(name))
+            if n != 1:
+                raise SpecError(f"a {rec.kind} takes exactly one input, '{name}' has {n}",
+                                rec.loc.span() if rec.loc else None)
 
 
 BUILDERS: dict[type, Callable] = {

@@ -13,9 +13,14 @@ import torch
 from torch import nn
 
 from eidsl import ir
+from eidsl.errors import EidslError
 
 from . import ops
-from .plan import ParamSpec, Plan, Step
+from .plan import ParamSpec, Plan, Step, walk
+
+
+class InputError(EidslError):
+    pass
 
 
 class Scope(nn.Module):
@@ -39,7 +44,7 @@ class Network(nn.Module):
             scope.add_module(name, bn)
 
     def _spatial(self, node: str) -> bool:
-        return any(s.attrs.get("spatial") for s in self.plan.steps if s.node == node and s.op == "integrate")
+        return any(s.attrs.get("spatial") for s in walk(self.plan.steps) if s.node == node and s.op == "integrate")
 
     def _scope(self, path: str) -> tuple[nn.Module, str]:
         *parts, name = path.split(".")
@@ -63,14 +68,30 @@ class Network(nn.Module):
     def run(self, x: torch.Tensor, hook: Callable | None = None, keep: bool = False) -> dict[str, torch.Tensor]:
         """Execute the plan. `hook(step, env)` runs before each step (E-I Init uses it);
         with `keep`, every intermediate tensor is returned (for statistics and diagnostics)."""
+        self.check_input(x)
         env = {"input": x}
         for step in self.plan.steps:
             if hook is not None:
                 hook(step, env)
+            if keep and step.op == "loop":
+                env.update(run_loop(self, step, [env[i] for i in step.ins], keep=True))
+                continue
             outs = RUNNERS[step.op](self, step, [env[i] for i in step.ins])
             for name, value in zip(step.outs, outs):
                 env[name] = value
         return env if keep else {self.plan.output: env[self.plan.output]}
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A batch of the wrong shape is a user error, reported as such rather than deep inside a matmul."""
+        want = tuple(self.plan.input.shape)
+        if self.encoding == "events":
+            ok, form = x.dim() == len(want) + 2 and x.shape[1] == self.T and tuple(x.shape[2:]) == want, \
+                f"(B, T={self.T}, {', '.join(map(str, want))})"
+        else:
+            ok, form = x.dim() == len(want) + 1 and tuple(x.shape[1:]) == want, f"(B, {', '.join(map(str, want))})"
+        if not ok:
+            raise InputError(f"the network '{self.plan.name}' takes batches of shape {form}, "
+                             f"got {tuple(x.shape)}")
 
     def clamp_(self) -> None:
         """Project every sign-constrained parameter onto >= 0 (Dale's law, positive gains)."""
@@ -129,6 +150,42 @@ def _run_lif(net: Network, step: Step, ins):
                     a["surrogate"], a["alpha"])]
 
 
+def run_loop(net: Network, step: Step, ins, keep: bool = False) -> dict[str, torch.Tensor]:
+    """Run a loop's body once per time step. Inputs arrive over the whole sequence (T*B, ...);
+    the body sees one step (B, ...); delayed values come from earlier steps (zero before the
+    first) and each LIF keeps its membrane between steps. Returns the members' outputs over
+    the whole sequence, or with `keep` every tensor of the body."""
+    T = step.attrs["T"]
+    seqs = [ops.unfold_time(x, T) for x in ins]
+    batch = seqs[0].shape[1]
+    history: dict[str, list[torch.Tensor]] = {name: [] for name in step.attrs["history"]}
+    membrane: dict[str, torch.Tensor] = {}
+    body = step.attrs["body"]
+    wanted = [o for s in body for o in s.outs] if keep else list(step.outs)
+    traces: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
+    for t in range(T):
+        env = {name: seq[t] for name, seq in zip(step.ins, seqs)}
+        for inner in body:
+            if inner.op == "delay_step":
+                k = inner.attrs["steps"]
+                outs = [history[inner.ins[0]][t - k] if t >= k else
+                        seqs[0].new_zeros((batch, *inner.attrs["shape"]))]
+            elif inner.op == "lif_step":
+                a, current = inner.attrs, env[inner.ins[0]]
+                v = membrane.get(inner.outs[0])
+                v, s = ops.lif_step(torch.zeros_like(current) if v is None else v, current, a["tau"], a["theta"],
+                                    a["reset"], a["v_reset"], a["detach_reset"], a["surrogate"], a["alpha"])
+                membrane[inner.outs[0]], outs = v, [s]
+            else:
+                outs = RUNNERS[inner.op](net, inner, [env[i] for i in inner.ins])
+            env.update(zip(inner.outs, outs))
+        for name, values in history.items():
+            values.append(env[name])
+        for name, values in traces.items():
+            values.append(env[name])
+    return {name: ops.fold_time(torch.stack(values)) for name, values in traces.items()}
+
+
 RUNNERS: dict[str, Callable] = {
     "repeat_static": lambda net, step, ins: [ops.repeat_static(ins[0], step.attrs["T"])],
     "fold_events": lambda net, step, ins: [ops.fold_events(ins[0])],
@@ -143,6 +200,7 @@ RUNNERS: dict[str, Callable] = {
     "flatten": lambda net, step, ins: [ops.flatten(ins[0])],
     "spike_sum": lambda net, step, ins: [ops.spike_sum(*ins)],
     "readout_mean": lambda net, step, ins: [ops.readout_mean(ins[0], step.attrs["T"])],
+    "loop": lambda net, step, ins: [run_loop(net, step, ins)[name] for name in step.outs],
 }
 
 

@@ -44,3 +44,11 @@ class Plan:
     params: list[ParamSpec]
     buffers: list[ParamSpec]  # BatchNorm modules: path and size, listed here for the code generator
     output: str
+
+
+def walk(steps: list[Step]):
+    """Every step, the bodies of loops included, in execution order of one time step."""
+    for step in steps:
+        yield step
+        if step.op == "loop":
+            yield from walk(step.attrs["body"])

@@ -117,7 +117,7 @@ for _module in ("cli_compile", "cli_train", "cli_graph", "cli_tools", "cli_bench
             raise
 
 if __name__ == "__main__":
-    # `python -m eidsl.cli` runs this file as __main__, a second copy of the module; the command
-    # modules registered themselves on the app of `eidsl.cli`, so that is the one to run.
+    # Under `python -m eidsl.cli` this file runs as __main__, a second copy of the module; the command
+    # modules register on `eidsl.cli.app`, so run that one.
     from eidsl.cli import main as _main
     _main()

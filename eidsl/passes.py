@@ -24,8 +24,8 @@ def check(graph: ir.Graph, batch: int = 1, memory_limit: float | None = None) ->
     order = time_order(graph)
     errors = infer_shapes(graph, order)
     raise_all(errors)
-    raise_all(check_signs(graph))
-    raise_all(check_reachability(graph))
+    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph)
+              + check_inhibition(graph))
     infer_fan_in(graph)
     check_size(graph, batch, memory_limit)
     return graph
@@ -98,14 +98,14 @@ def _node_shape(graph, name, rec, shapes, final):
     if isinstance(rec, ir.Pool):
         if len(src_shape) != 3:
             raise SpecError(f"pooling needs a (channels, height, width) input, got shape {_fmt(src_shape)}",
-                            _span(rec))
+                            _span(rec), hint="pool before flattening")
         c, h, w = src_shape
         if rec.global_pool:
             return (c, 1, 1)
         oh, ow = (h - rec.kernel) // rec.stride + 1, (w - rec.kernel) // rec.stride + 1
         if oh < 1 or ow < 1:
-            raise SpecError(f"pool of size {rec.kernel} does not fit a {h}x{w} input", _span(rec),
-                            hint="use fewer pooling layers or a larger input")
+            raise SpecError(f"a {rec.kernel}x{rec.kernel} pool does not fit the {h}x{w} input of '{inputs[0][0]}'",
+                            _span(rec), hint="use fewer pooling layers, a smaller pool or a larger input")
         return (c, oh, ow)
     if isinstance(rec, ir.Flatten):
         return (math.prod(src_shape),)
@@ -116,7 +116,8 @@ def _node_shape(graph, name, rec, shapes, final):
         if len(set(got.values())) > 1:
             listing = ", ".join(f"'{s}' {_fmt(v)}" for s, v in got.items())
             raise SpecError(f"shape mismatch at residual sum: {listing}", _span(rec),
-                            hint="add a downsample projection (1x1 conv with the stride) on the shortcut")
+                            hint="both sides of a sum need one shape; on the shortcut, add a downsample "
+                                 "projection (a 1x1 conv with the stride)")
         return src_shape
     return None
 
@@ -133,21 +134,19 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
             if edge.op == "dense":
                 if len(s) != 1:
                     raise SpecError(f"a dense projection needs a flat input, but '{src}' has shape {_fmt(s)}",
-                                    _span(edge), hint="flatten it first: `h = flatten(h)`")
+                                    _span(edge), hint="flatten it first, `h = flatten(h)`, or use a conv projection")
                 here = ()
             else:
                 if len(s) != 3:
                     raise SpecError(f"a conv projection needs a (channels, height, width) input, "
                                     f"but '{src}' has shape {_fmt(s)}", _span(edge))
-                if edge.kernel < 1 or edge.stride < 1 or edge.padding < 0:
-                    raise SpecError(f"a conv needs k >= 1, stride >= 1 and pad >= 0, got k = {edge.kernel}, "
-                                    f"stride = {edge.stride}, pad = {edge.padding}", _span(edge))
                 _, h, w = s
                 oh = (h + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 ow = (w + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 if oh < 1 or ow < 1:
-                    raise SpecError(f"a {edge.kernel}x{edge.kernel} conv does not fit the {h}x{w} input of '{src}'",
-                                    _span(edge))
+                    raise SpecError(f"a {edge.kernel}x{edge.kernel} conv with padding {edge.padding} does not fit "
+                                    f"the {h}x{w} input of '{src}'", _span(edge),
+                                    hint="use a smaller kernel or more padding")
                 here = (oh, ow)
         elif isinstance(edge, ir.Inhibition):
             here = s[1:]
@@ -158,7 +157,7 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
         elif spatial != here:
             raise SpecError(f"inputs of population '{name}' disagree on its spatial shape: "
                             f"{_fmt(spatial) if spatial else 'flat'} vs {_fmt(here) if here else 'flat'} from '{src}'",
-                            _span(edge), hint="match stride and padding of the projections into it")
+                            _span(edge), hint="match kernel, stride and padding of the projections into it")
     if not seen:
         if final and not any(True for _ in graph.in_edges(name)):
             raise SpecError(f"population '{name}' receives no input", _span(rec),
@@ -173,16 +172,20 @@ def _fmt(shape) -> str:
 
 # ---------------------------------------------------------------- Dale's law
 
-def node_sign(graph: ir.Graph, name: str, _seen=None) -> str:
-    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign."""
-    rec = graph.node(name)
-    if isinstance(rec, (ir.Population, ir.Input)):
-        return rec.sign
-    _seen = _seen or set()
-    if name in _seen:
-        return "free"
-    _seen.add(name)
-    signs = {node_sign(graph, src, _seen) for src, _ in graph.in_edges(name)}
+def node_sign(graph: ir.Graph, name: str) -> str:
+    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign
+    (when those all agree, else they are sign-free)."""
+    signs, seen, stack = set(), set(), [name]
+    while stack:   # iterative: a chain of thousands of pools must not exhaust the stack
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        rec = graph.node(node)
+        if isinstance(rec, (ir.Population, ir.Input)):
+            signs.add(rec.sign)
+        else:
+            stack.extend(src for src, _ in graph.in_edges(node))
     return signs.pop() if len(signs) == 1 else "free"
 
 
@@ -194,24 +197,29 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         s, d = graph.node(src), graph.node(dst)
         s_sign = node_sign(graph, src)
         if not isinstance(d, ir.Population):
-            errors.append(SpecError(f"a projection must end on a population, not a {d.kind}", _span(edge)))
-            continue
-        if isinstance(edge, ir.Inhibition) and not isinstance(s, ir.Population):
-            errors.append(SpecError(f"inhibition must come from a population of interneurons, not a {s.kind}",
-                                    _span(edge), hint="inhibit from the `inh` population itself"))
+            errors.append(SpecError(f"a projection must end on a population, not {_a(d.kind)}", _span(edge)))
             continue
         if isinstance(edge, ir.Projection) and s_sign == "inh":
             errors.append(SpecError(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", _span(edge),
-                                    hint="inhibitory populations project with '-|' (inhibit)"))
+                                    hint="inhibitory populations project with '-|' (inhibit); declare the source "
+                                         "`exc` if it should excite, or `pop` for a sign-free baseline"))
         if isinstance(edge, ir.Inhibition) and s_sign == "exc":
             errors.append(SpecError(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", _span(edge),
                                     hint="excitatory populations project with '->'; route inhibition through "
                                          "an `inh` population"))
+        if isinstance(edge, ir.Inhibition) and not isinstance(s, ir.Population):
+            errors.append(SpecError(f"inhibition must come from a population, but '{src}' is a {s.kind}",
+                                    _span(edge), hint="inhibit from the interneuron population itself (`I -| E`)"))
+            continue
         if isinstance(edge, ir.Inhibition) and isinstance(s, ir.Population) and s.model == "current":
             errors.append(SpecError(f"'{src}' is a readout current and cannot inhibit", _span(edge)))
         signed = s_sign != "free" and d.sign != "free" and d.dale
         graph.replace_edge(src, dst, nonneg=signed)
     return errors
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 # ---------------------------------------------------------------- reachability
@@ -231,6 +239,44 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
         elif name not in feeds_output:
             errors.append(SpecError(f"'{name}' does not reach the readout (dangling {rec.kind})", _span(rec),
                                     hint="connect it to a later layer, or remove it"))
+    return errors
+
+
+# ---------------------------------------------------------------- readout and delays
+
+def check_readout(graph: ir.Graph) -> list[SpecError]:
+    """The readout ends the network with one value per class: (B, classes) logits."""
+    errors = []
+    for name, rec in graph.nodes(ir.Readout):
+        for _, edge in graph.out_edges(name):
+            errors.append(SpecError(f"'{name}' is a readout, which ends the network; nothing can read from it",
+                                    _span(edge)))
+        if rec.shape is not None and len(rec.shape) != 1:
+            errors.append(SpecError(f"the readout needs one value per class, but its input has shape "
+                                    f"{_fmt(rec.shape)}", _span(rec),
+                                    hint="flatten (or global_avgpool, then flatten) before the classifier"))
+    return errors
+
+
+def check_delays(graph: ir.Graph) -> list[SpecError]:
+    T = next((r.T for _, r in graph.nodes(ir.Input)), None)
+    errors = []
+    for src, dst, edge in graph.edges():
+        delay = getattr(edge, "delay", 0)
+        if T is not None and delay >= T:
+            errors.append(SpecError(f"a delay of {delay} steps is not shorter than T = {T}, so '{src}' -> '{dst}' "
+                                    "would only ever carry zeros", _span(edge), hint=f"use a delay below {T}"))
+    return errors
+
+
+def check_inhibition(graph: ir.Graph) -> list[SpecError]:
+    errors = []
+    for src, dst, edge in graph.edges(ir.Inhibition):
+        s = graph.node(src)
+        if edge.divisive and isinstance(s, ir.Population) and s.model != "current" and s.gain is None:
+            errors.append(SpecError(f"divisive inhibition from '{src}' needs its gain g_I", _span(edge),
+                                    hint="give the population one, `inh I = relu(n, gain = gain_control)`, "
+                                         "or make the inhibition subtractive only (div = false)"))
     return errors
 
 

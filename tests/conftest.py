@@ -4,7 +4,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
-SHARED = ROOT.parent / "shared"
+# The shared folder sits next to the main checkout; worktrees live one level deeper.
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "reference-fixtures").is_dir()),
+              ROOT.parent / "shared")
 FIXTURES = SHARED / "reference-fixtures"
 
 

@@ -1,0 +1,140 @@
+"""The paper's claims at CPU scale (issue 6), on MNIST-5k: one command runs them all.
+
+    python bench/experiments.py [--quick] [--only depth,ablation,...] [--out runs/experiments]
+
+Every experiment is a resumable sweep (`eidsl sweep` underneath): rerunning skips
+finished cells. Tables land in OUT/<experiment>/results.md, figures in OUT/img/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eidsl.sweep import Sweep, parse_grid  # noqa: E402
+from eidsl.sweep_plot import plot_sweep  # noqa: E402
+
+MLP = ROOT / "specs" / "mlp.ei"
+CONV = ROOT / "specs" / "convnet.ei"
+MOTIFS = ROOT / "specs" / "motifs"
+
+VARIANT_SETS = {
+    "full": {},
+    "no_ei_init": {"ei_init": "false"},
+    "epsilon_division": {"stabilize": "epsilon"},
+    "no_ste": {"ste": "false"},
+    "no_grad_scale": {"grad_scale": "false"},
+    "no_dale": {"dale": "false"},
+}
+
+
+def experiments(quick: bool) -> dict[str, list[dict]]:
+    e = 2 if quick else None  # None: the spec's own train block
+    depth_grid = "depth=2,8" if quick else "depth=2,4,8,16"
+    return {
+        "depth": [dict(spec=MLP, grid=[depth_grid, "family=ei,bn,plain"], epochs=e)],
+        "ablation": [dict(spec=MLP, grid=[f"depth={d}"], sets=VARIANT_SETS[v], name=f"{v}", epochs=e)
+                     for d in ((8,) if quick else (8, 16)) for v in VARIANT_SETS],
+        "ratio": [dict(spec=MLP, grid=["ratio=1,2,4,8,16", "depth=8"], epochs=e),
+                  dict(spec=CONV, grid=["ratio=1,2,4,8,16"], epochs=1 if quick else None)],
+        "motifs": [dict(spec=p, grid=[], epochs=e) for p in sorted(MOTIFS.glob("*.ei"))],
+        "convnet": [dict(spec=CONV, grid=["family=ei,bn,plain"], epochs=1 if quick else None)],
+    }
+
+
+def run(name: str, jobs: list[dict], out: Path, quick: bool, epochs: int | None = None,
+        threads: int = 1) -> list[dict]:
+    results = []
+    for job in jobs:
+        label = job.get("name") or job["spec"].stem
+        folder = out / name / label if name in ("ablation", "motifs", "ratio") else out / name
+        # One torch thread per run: on a busy or 2-core machine that is faster than two, and two
+        # experiments can then run side by side.
+        train_args = ["--data", "mnist5k", "--seed", "0", "--threads", str(threads)]
+        if job.get("epochs") or epochs:
+            train_args += ["--epochs", str(job.get("epochs") or epochs)]
+        sweep = Sweep(job["spec"], parse_grid(job["grid"]), folder, job.get("sets", {}), train_args)
+        for r in sweep.run(lambda line: print(f"  {name}/{label}: {line}", flush=True)):
+            results.append({**r, "job": label, "spec": job["spec"].name})
+        if job["grid"]:
+            plot_sweep(sweep_results(folder), [k for k, _ in parse_grid(job["grid"])],
+                       out / "img" / f"{name}-{label}.png")
+    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / name / "all.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def sweep_results(folder: Path) -> list[dict]:
+    path = folder / "results.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def init_rates(out: Path, depth: int = 16) -> dict[str, list[float]]:
+    """Per-layer firing rates right after initialisation (E-I Init vs default init vs BN)."""
+    import torch
+
+    import eidsl
+    from eidsl.data import load
+
+    train, _, _ = load("mnist5k", augment=False)
+    x = torch.stack([train[i][0] for i in range(0, len(train), len(train) // 256)][:256])
+    rates = {}
+    for family in ("ei", "plain", "bn"):
+        torch.manual_seed(0)
+        net = eidsl.build(MLP, depth=depth, family=family)
+        if family == "ei":
+            eidsl.ei_init(net, x)
+        with torch.no_grad():
+            env = net.run(x, keep=True)
+        rates[family] = [float(env[s.outs[0]].mean()) for s in net.plan.steps if s.op == "lif"]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = {"ei": "E-I (E-I Init)", "plain": "no norm, default init", "bn": "BatchNorm"}
+    for family, r in rates.items():
+        ax.plot(range(1, len(r) + 1), r, marker="o", label=labels[family])
+    ax.set_xlabel(f"hidden layer (MLP, L = {depth})")
+    ax.set_ylabel("firing rate at init")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "img" / "init-firing-rates.png", dpi=120)
+    (out / "init_rates.json").write_text(json.dumps(rates, indent=1))
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny budgets (CI-sized)")
+    ap.add_argument("--only", default="", help="comma-separated subset of: init,depth,ablation,ratio,motifs,convnet")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each spec's own)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    args = ap.parse_args()
+    out = args.out
+    chosen = set(filter(None, args.only.split(","))) or {"init", *experiments(args.quick)}
+    times = {}
+    if "init" in chosen:
+        start = time.time()
+        rates = init_rates(out)
+        times["init"] = time.time() - start
+        for family, r in rates.items():
+            print(f"init rates {family}: " + " ".join(f"{v:.3f}" for v in r), flush=True)
+    for name, jobs in experiments(args.quick).items():
+        if name in chosen:
+            start = time.time()
+            run(name, jobs, out, args.quick, args.epochs, args.threads)
+            times[name] = time.time() - start
+    (out / "times.json").write_text(json.dumps(times, indent=1))
+    print("wall time per experiment (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()

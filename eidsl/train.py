@@ -1,0 +1,403 @@
+"""The training loop (PAPER.md §4): sign-constrained SGD, linear warm-up then per-iteration cosine,
+cross-entropy on the time-averaged output, E-I Init on the first training batch.
+
+A run lives in one folder (evaluation and rebuilding from checkpoints: evaluate.py):
+    config.json        everything resolved (spec, sets, network parameters, training settings, data)
+    graph.json         the network's IR, so the run can be rebuilt without its spec file
+    metrics.jsonl      one line per epoch
+    checkpoints/       last.safetensors (weights + training state), best.safetensors (weights)
+    hist/epoch_K.npz   current and weight histograms after K epochs (0: after E-I Init)
+
+Resuming restores weights, optimiser, scheduler and every random number generator
+at the exact batch where the run stopped, so on CPU a resumed run ends with the
+same weights, bit for bit, as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import checkpoint as ckpt
+from . import ir, metrics, probe
+from .api import build_graph, ei_init, optimizer as make_optimizer
+from .config import ConfigError, TrainConfig
+from .errors import EidslError
+from .evaluate import BEST, LAST, TrainingError, evaluate, load_data, test_loader
+
+__all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "TrainingError"]
+
+HIST_SAMPLES = 256
+DATA_DEPENDENT_INITS = ("ei_balanced", "gain_control")
+
+
+class NonFiniteError(EidslError):
+    """The loss or a parameter went inf/NaN; the last good checkpoint is kept."""
+    exit_code = 4
+
+
+class Interrupted(EidslError):
+    """Ctrl-C: the run was saved and can be resumed."""
+    exit_code = 130
+
+    def render(self) -> str:
+        return str(self)
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int):
+    """Linear warm-up from init_lr to lr over warmup_epochs, then cosine to 0; stepped every iteration."""
+    total = cfg.epochs * iters_per_epoch
+    warm = min(round(cfg.warmup_epochs * iters_per_epoch), total - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warm, eta_min=0.0)
+    if warm == 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=cfg.init_lr / cfg.lr, end_factor=1.0,
+                                               total_iters=warm)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """One run. `fit()` trains to the configured number of epochs, resuming where the run folder left off.
+
+    `on_batch_end(trainer)` and `on_epoch_end(trainer)` callbacks run at points where the
+    state is consistent; raising KeyboardInterrupt there behaves exactly like Ctrl-C.
+    """
+
+    def __init__(self, graph: ir.Graph, cfg: TrainConfig, run_dir: str | Path, *, spec: str | None = None,
+                 sets: dict[str, str] | None = None, log: Callable[[str], None] = print, progress: bool = False,
+                 on_batch_end: Callable | None = None, on_epoch_end: Callable | None = None):
+        self.graph, self.cfg, self.run = graph, cfg, Path(run_dir)
+        self.spec, self.sets = spec, dict(sets or {})
+        self.log, self.show_progress = log, progress
+        self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("training setting 'device' = 'cuda': no CUDA device is available; use --device cpu")
+        self.device = torch.device(cfg.device)
+        self.writer = self._tensorboard() if cfg.tensorboard else None
+
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        _seed_everything(cfg.seed)
+        self.train_set, self.test_set, self.info = load_data(graph, cfg)
+        self.net = build_graph(graph, cfg.seed).to(self.device)
+        self.model = torch.compile(self.net) if cfg.compile else self.net
+        self.optimizer = make_optimizer(self.net, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.iters_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.iters_per_epoch)
+        self.data_generator = torch.Generator().manual_seed(cfg.seed)
+        self.test_loader = test_loader(self.test_set, cfg)
+
+        self.epoch = 0          # completed epochs
+        self.batch = 0          # completed batches of epoch `self.epoch`
+        self.best = {"accuracy": -1.0, "epoch": 0}
+        self.last: dict[str, Any] | None = None
+        self.meter = metrics.EpochMeter()
+        self.epoch_seconds = 0.0
+        self.needs_init = any(s.init.rule in DATA_DEPENDENT_INITS for s in self.net.param_specs.values())
+        self._epoch_rng: torch.Tensor | None = None   # the data generator at the start of this epoch
+        self._in_epoch = False
+        self._mutating = False
+        self._stop = False
+
+    # ---------------------------------------------------------------- run folder
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run / "checkpoints"
+
+    def start(self) -> None:
+        """Create the run folder of a fresh run."""
+        if (self.run / "config.json").exists():
+            raise EidslError(f"{self.run} already holds a run; continue it with `eidsl train --resume {self.run}` "
+                             "or choose another --out")
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(self.run / "config.json", json.dumps(self.describe(), indent=1))
+        ckpt.atomic_write_text(self.run / "graph.json", self.graph.dumps())
+        (self.run / "metrics.jsonl").write_text("")
+
+    def describe(self) -> dict[str, Any]:
+        from . import __version__
+        return {"format": "eidsl-run/1", "spec": self.spec, "sets": self.sets,
+                "network": {"name": self.graph.name, "params": self.graph.params,
+                            "layers": probe.spiking_layers(self.net)},
+                "parameters": sum(p.numel() for p in self.net.parameters()),
+                "train": self.cfg.model_dump(), "data": asdict(self.info),
+                "iterations_per_epoch": self.iters_per_epoch, "histogram_epochs": self.cfg.histogram_epochs(),
+                "versions": {"eidsl": __version__, "torch": torch.__version__},
+                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def resume(self) -> None:
+        """Restore the state saved in the run folder's last checkpoint."""
+        c = ckpt.load(self.checkpoints / LAST)
+        self.net.load_state_dict({k: v.to(self.device) for k, v in c.weights.items()})
+        s = c.state
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        ckpt.restore_rng(s["rng"], self.data_generator)
+        self.epoch, self.batch, self.best, self.last = s["epoch"], s["batch"], s["best"], s["last"]
+        self.meter.load_state_dict(s["meter"])
+        self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
+        metrics.truncate(self.run / "metrics.jsonl", self.epoch)
+
+    def save(self) -> Path:
+        """Write last.safetensors: weights and everything needed to continue from this exact batch."""
+        data_state = self._epoch_rng if self._in_epoch else self.data_generator.get_state()
+        state = {"epoch": self.epoch, "batch": self.batch, "best": self.best, "last": self.last,
+                 "needs_init": self.needs_init,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": {**ckpt.capture_rng(), "data": data_state},
+                 "meter": self.meter.state_dict(), "epoch_seconds": self.epoch_seconds}
+        path = self.checkpoints / LAST
+        ckpt.save(path, self.net.state_dict(), state, self._meta())
+        return path
+
+    def _meta(self, **extra) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.batch, "graph": self.graph.to_json(),
+                "data": self.cfg.data, "data_dir": self.cfg.data_dir, "spec": self.spec, "sets": self.sets, **extra}
+
+    # ---------------------------------------------------------------- training
+
+    def fit(self) -> dict[str, Any]:
+        previous = self._catch_sigint()
+        try:
+            while self.epoch < self.cfg.epochs:
+                self._train_epoch()
+                self._finish_epoch()
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if self.writer is not None:
+                self.writer.close()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        last = self.last or {}
+        return {"accuracy": last.get("test_accuracy"), "best_accuracy": self.best["accuracy"],
+                "best_epoch": self.best["epoch"], "epochs": self.epoch}
+
+    def _permutation(self) -> torch.Tensor:
+        # A mid-epoch checkpoint stores the generator as it was at the start of its epoch,
+        # so a resumed run draws the same order and skips the batches already done.
+        self._epoch_rng, self._in_epoch = self.data_generator.get_state(), True
+        return torch.randperm(len(self.train_set), generator=self.data_generator)
+
+    def _train_epoch(self) -> None:
+        cfg = self.cfg
+        if self.batch == 0:
+            self.meter, self.epoch_seconds = metrics.EpochMeter(), 0.0
+        order = self._permutation()[self.batch * cfg.batch_size:]
+        self.train_set.set_epoch(self.epoch)
+        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=order.tolist(),
+                            num_workers=cfg.workers,
+                            generator=torch.Generator().manual_seed(cfg.seed * 100003 + self.epoch))
+        self.model.train()
+        started = time.perf_counter()
+        with self._progress() as bar:
+            task = bar.add_task("", total=self.iters_per_epoch, completed=self.batch,
+                                epoch=f"{self.epoch + 1}/{cfg.epochs}", stats="")
+            for x, y in loader:
+                self._step(x.to(self.device), y.to(self.device))
+                self.epoch_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                bar.update(task, advance=1, stats=self._stats())
+                self._safe_point(self.on_batch_end)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.needs_init:
+            self._mutating = True
+            ei_init(self.net, x, seed=self.cfg.seed)
+            self.needs_init = False
+            self._mutating = False
+        if self.epoch == 0 and self.batch == 0 and 0 in self.cfg.histogram_epochs():
+            self._record_histograms(0)
+        sample_rates = not self.cfg.compile or self.batch % self.cfg.rate_every == 0
+        if self.cfg.compile:
+            logits, env = self.model(x), None
+        else:
+            env = self.net.run(x, keep=True)
+            logits = env[self.net.plan.output]
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise self._nonfinite(x, f"the loss is {loss.item()} at epoch {self.epoch + 1}, batch {self.batch + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if sample_rates and env is None:
+            with torch.no_grad(), probe.frozen(self.net):
+                env = self.net.run(x, keep=True)
+        rates = probe.firing_rates(self.net, env) if sample_rates else None
+        self._mutating = True
+        self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.net.parameters()):
+            raise self._nonfinite(x, f"parameters {_names(probe.nonfinite_parameters(self.net))} became "
+                                     f"non-finite in the update of epoch {self.epoch + 1}, batch {self.batch + 1}")
+        self.meter.lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.meter.add(loss, logits, y, rates)
+        self.batch += 1
+        self._mutating = False
+
+    def _finish_epoch(self) -> None:
+        cfg = self.cfg
+        epoch = self.epoch + 1
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": self.meter.mean_loss,
+                                  "train_accuracy": self.meter.accuracy,
+                                  "lr": self.meter.lr, "firing_rates": self.meter.mean_rates(),
+                                  "firing_rate": self.meter.mean_rate(),
+                                  "step_seconds": self.epoch_seconds / max(self.iters_per_epoch, 1)}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            started = time.perf_counter()
+            result = evaluate(self.model, self.test_loader, self.device, with_rates=not cfg.compile)
+            self.epoch_seconds += time.perf_counter() - started
+            record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
+                          test_firing_rates=result["rates"])
+        record["seconds"] = self.epoch_seconds
+        metrics.append(self.run / "metrics.jsonl", record)
+        self._tensorboard_epoch(record)
+        self.log(self._summary_line(record))
+
+        self._mutating = True
+        self.epoch, self.batch, self.last, self._in_epoch = epoch, 0, record, False
+        improved = record.get("test_accuracy", -1.0) > self.best["accuracy"]
+        if improved:
+            self.best = {"accuracy": record["test_accuracy"], "epoch": epoch}
+        self._mutating = False
+        self.save()
+        if improved:
+            ckpt.save(self.checkpoints / BEST, self.net.state_dict(), None,
+                      self._meta(test_accuracy=record["test_accuracy"]))
+        if epoch in cfg.histogram_epochs():
+            self._record_histograms(epoch)
+        self._safe_point(self.on_epoch_end)
+
+    # ---------------------------------------------------------------- reporting
+
+    def _stats(self) -> str:
+        m = self.meter
+        rate = m.mean_rate()
+        return (f"loss {m.mean_loss:.4f}  acc {100 * m.accuracy:.1f}%  lr {m.lr:.2e}"
+                + (f"  rate {rate:.3f}" if rate is not None else ""))
+
+    def _summary_line(self, r: dict[str, Any]) -> str:
+        rates = r["firing_rates"]
+        line = (f"epoch {r['epoch']:>3}/{self.cfg.epochs}  train loss {r['train_loss']:.4f} "
+                f"acc {100 * r['train_accuracy']:.2f}%")
+        if "test_accuracy" in r:
+            line += f"  test loss {r['test_loss']:.4f} acc {100 * r['test_accuracy']:.2f}%"
+        line += f"  lr {r['lr']:.2e}"
+        if rates:
+            line += f"  rate {sum(rates.values()) / len(rates):.3f}"
+        return line + f"  {r['seconds']:.1f}s"
+
+    def final_line(self) -> str:
+        s = self.summary()
+        if s["accuracy"] is None:
+            return "test accuracy: n/a (no epoch finished)"
+        return (f"test accuracy: {100 * s['accuracy']:.2f}% "
+                f"(best {100 * s['best_accuracy']:.2f}% at epoch {s['best_epoch']})")
+
+    def _progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import TimeRemainingColumn
+        return Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        transient=True, disable=not self.show_progress)
+
+    def _record_histograms(self, epoch: int) -> None:
+        xs = [self.test_set[i][0] for i in range(min(HIST_SAMPLES, len(self.test_set)))]
+        hists = probe.layer_histograms(self.net, torch.stack(xs).to(self.device))
+        buffer = io.BytesIO()
+        np.savez(buffer, **hists)
+        (self.run / "hist").mkdir(exist_ok=True)
+        ckpt.atomic_write(self.run / "hist" / f"epoch_{epoch:04d}.npz", buffer.getvalue())
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.run / "tensorboard"))
+
+    def _tensorboard_epoch(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = record["epoch"]
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, step)
+        for group in ("firing_rates", "test_firing_rates"):
+            for layer, value in record.get(group, {}).items():
+                self.writer.add_scalar(f"{group}/{layer}", value, step)
+        self.writer.flush()
+
+    # ---------------------------------------------------------------- stopping
+
+    def _safe_point(self, callback: Callable | None) -> None:
+        if callback is not None:
+            callback(self)
+        if self._stop:
+            raise KeyboardInterrupt
+
+    def _catch_sigint(self):
+        """First Ctrl-C: finish the current batch, save, stop. A second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+        return signal.signal(signal.SIGINT, handler)
+
+    def _interrupted(self) -> Interrupted:
+        where = f"epoch {self.epoch + 1}, batch {self.batch}" if self.batch else f"the end of epoch {self.epoch}"
+        if self._mutating:
+            if not (self.checkpoints / LAST).exists():
+                return Interrupted(f"interrupted before anything could be saved; delete {self.run} and start again")
+            saved = f"kept the last checkpoint ({self.checkpoints / LAST}), stopped inside an update"
+        else:
+            self.save()
+            saved = f"saved {self.checkpoints / LAST} at {where}"
+        return Interrupted(f"interrupted: {saved}\nresume with: eidsl train --resume {self.run}")
+
+    def _nonfinite(self, x: torch.Tensor, what: str) -> NonFiniteError:
+        first = probe.first_nonfinite(self.net, x)
+        params = probe.nonfinite_parameters(self.net)
+        culprit = f"the first non-finite tensor is {first}" if first else "every current is finite on this batch"
+        if params and "parameters" not in what:
+            culprit += f"; non-finite parameters: {_names(params)}"
+        last = self.checkpoints / LAST
+        kept = (f"the last good checkpoint is {last} (epoch {ckpt.load(last, with_state=False).meta['epoch']})"
+                if last.exists() else "no checkpoint was written yet")
+        return NonFiniteError(f"training stopped: {what}; {culprit}; {kept}. "
+                             "Try a smaller --lr or a longer warm-up")
+
+
+def _names(items: list[str], shown: int = 4) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

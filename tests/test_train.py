@@ -1,0 +1,439 @@
+"""Training: config, schedule, a real short run, resume bit for bit, atomic checkpoints, Ctrl-C,
+non-finite detection, eval and plot. All runs use sklearn's digits and a one-hidden-layer E-I MLP."""
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import ROOT, SPECS
+from eidsl import checkpoint as ckpt
+from eidsl.api import load_graph
+from eidsl.cli import app
+from eidsl.config import ConfigError, TrainConfig, read_toml, resolve
+from eidsl.train import Interrupted, NonFiniteError, Trainer, make_scheduler
+
+TINY = {"depth": "2", "input": "[1,8,8]"}
+TINY_ARGS = ["--set", "depth=2", "--set", "input=[1,8,8]"]
+# One thread: these matmuls are too small to gain from two, and a shared CPU makes two thrash.
+CFG = dict(data="digits", epochs=3, batch_size=128, lr=0.01, warmup_epochs=1, seed=7, threads=1)
+
+
+def tiny_trainer(run, cfg=None, **kwargs):
+    graph = load_graph(SPECS / "mlp.ei", TINY)
+    return Trainer(graph, TrainConfig(**{**CFG, **(cfg or {})}), run, spec=str(SPECS / "mlp.ei"), sets=TINY,
+                   log=lambda line: None, **kwargs)
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted 3-epoch run through the CLI: the reference for resume, eval and plot."""
+    run = tmp_path_factory.mktemp("full") / "run"
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", 3, "--seed", 7,
+                       "--batch-size", 128, "--lr", 0.01, "--threads", 1, "--out", run)
+    assert code == 0, output
+    return run, output
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_config_layers_later_sources_win(tmp_path):
+    toml = tmp_path / "t.toml"
+    toml.write_text("[train]\nlr = 0.05\nepochs = 7\n")
+    cfg = resolve([("spec", {"lr": 0.01, "epochs": 3, "batch_size": 64}), ("t.toml", read_toml(toml)),
+                   ("--epochs", {"epochs": 9})])
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.init_lr) == (0.05, 9, 64, 1e-7)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([("--lr", {"lr": -1.0})], r"^training setting 'lr' = -1\.0 \(from --lr\): Input should be greater than 0$"),
+    ([("x.toml", {"epochs": "many"})], r"'epochs' = 'many' \(from x\.toml\): Input should be a valid integer"),
+    ([("the train block of s.ei", {"epoch": 3})],
+     r"unknown training setting 'epoch' in the train block of s\.ei; did you mean 'epochs'\?"),
+    ([("t.toml", {"T": 8})], r"'T' in t\.toml is not a training setting; T is a network parameter: use --set T=N"),
+    ([("--device", {"device": "tpu"})], r"'device' = 'tpu' \(from --device\): Input should be 'cpu' or 'cuda'"),
+    ([("spec", {"init_lr": 0.5, "lr": 0.1, "warmup_epochs": 2})], r"'init_lr' = 0\.5 .*must start below lr"),
+])
+def test_config_errors_name_the_field_and_source(layers, message):
+    with pytest.raises(ConfigError) as err:
+        resolve(layers)
+    assert "\n" not in str(err.value)
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_cli_reports_a_bad_option_in_one_line(tmp_path):
+    code, output = cli("train", SPECS / "mlp.ei", "--lr", "0", "--out", tmp_path / "r")
+    assert code == 2
+    assert "training setting 'lr' = 0.0 (from --lr): Input should be greater than 0" in output
+    assert "Traceback" not in output and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def test_schedule_is_linear_warmup_then_per_iteration_cosine():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    cfg = TrainConfig(lr=0.1, init_lr=1e-3, warmup_epochs=2, epochs=5)
+    iters, warm, total = 4, 8, 20
+    sched = make_scheduler(opt, cfg, iters)
+    seen = []
+    for _ in range(total):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [1e-3 + (0.1 - 1e-3) * i / warm for i in range(warm)]
+    expected += [0.1 * 0.5 * (1 + math.cos(math.pi * j / (total - warm))) for j in range(total - warm)]
+    assert seen == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)   # cosine reaches 0 after the last step
+
+
+def test_schedule_without_warmup_is_pure_cosine():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.01)
+    sched = make_scheduler(opt, TrainConfig(lr=0.01, warmup_epochs=0, epochs=2), 3)
+    seen = []
+    for _ in range(6):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * j / 6)) for j in range(6)], rel=1e-9)
+
+
+# ---------------------------------------------------------------- a real run
+
+
+def test_short_run_learns_and_writes_its_folder(full_run):
+    run, output = full_run
+    lines = output.strip().splitlines()
+    match = re.fullmatch(r"test accuracy: (\d+\.\d\d)% \(best (\d+\.\d\d)% at epoch (\d)\)", lines[-1])
+    assert match, lines[-1]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert float(match.group(1)) == pytest.approx(100 * records[-1]["test_accuracy"], abs=0.006)
+    best = max(records, key=lambda r: r["test_accuracy"])
+    assert (float(match.group(2)), int(match.group(3))) == (pytest.approx(100 * best["test_accuracy"], abs=0.006),
+                                                            best["epoch"])
+    assert records[-1]["test_accuracy"] > 0.5           # chance is 0.1
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert sum(1 for line in lines if line.startswith("epoch ")) == 3
+    rate = records[-1]["firing_rates"]["layer_1.E"]
+    assert 0.01 < rate < 0.9 and records[-1]["firing_rate"] == pytest.approx(rate)
+    config = json.loads((run / "config.json").read_text())
+    assert config["sets"] == TINY and config["train"]["epochs"] == 3 and config["train"]["data"] == "digits"
+    assert config["network"]["params"]["depth"] == 2 and config["spec"].endswith("mlp.ei")
+    assert sorted(p.name for p in (run / "hist").iterdir()) == ["epoch_0000.npz", "epoch_0001.npz", "epoch_0003.npz"]
+
+
+def test_histograms_hold_the_paper_quantities(full_run):
+    run, _ = full_run
+    with np.load(run / "hist" / "epoch_0003.npz") as h:
+        keys = set(h.files)
+        counts = h["layer_1.E|I_div|counts"]
+    for q in ("I_EE", "I_sub", "I_div", "I_int", "W_EE", "W_IE", "W_EI", "g_I"):
+        assert f"layer_1.E|{q}|counts" in keys and f"layer_1.E|{q}|edges" in keys
+    assert counts.sum() == 256 * 4 * 500       # 256 test images x T = 4 steps x 500 neurons
+    assert "classifier_1.O|I_div|counts" not in keys and "classifier_1.O|I_sub|counts" in keys
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _weights(run):
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+def _same_tensors(a, b):
+    got = {k: v for k, v in a.items() if not k.startswith("train_state/")}
+    want = {k: v for k, v in b.items() if not k.startswith("train_state/")}
+    assert got.keys() == want.keys()
+    return all(torch.equal(got[k], want[k]) for k in got)
+
+
+def _strip_seconds(run):
+    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_an_epoch_is_bit_exact(full_run, tmp_path):
+    reference, _ = full_run
+    run = tmp_path / "run"
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt
+
+    trainer = tiny_trainer(run, on_epoch_end=stop_after_first_epoch)
+    trainer.start()
+    with pytest.raises(Interrupted) as err:
+        trainer.fit()
+    assert err.value.exit_code == 130
+    assert f"resume with: eidsl train --resume {run}" in str(err.value)
+    assert not _same_tensors(_weights(run), _weights(reference))
+    code, output = cli("train", "--resume", run)
+    assert code == 0, output
+    assert "resuming at epoch 2" in output
+    assert _same_tensors(_weights(run), _weights(reference))
+    assert _strip_seconds(run) == _strip_seconds(reference)
+
+
+def test_ctrl_c_mid_epoch_saves_that_batch_and_resumes_bit_exact(full_run, tmp_path):
+    reference, _ = full_run
+    run = tmp_path / "run"
+
+    def ctrl_c(trainer):
+        if (trainer.epoch, trainer.batch) == (1, 4):
+            raise KeyboardInterrupt
+
+    trainer = tiny_trainer(run, on_batch_end=ctrl_c)
+    trainer.start()
+    with pytest.raises(Interrupted, match="saved .*last.safetensors at epoch 2, batch 4"):
+        trainer.fit()
+    saved = ckpt.load(run / "checkpoints" / "last.safetensors")
+    assert (saved.state["epoch"], saved.state["batch"]) == (1, 4)
+    resumed = tiny_trainer(run)
+    resumed.resume()
+    assert (resumed.epoch, resumed.batch) == (1, 4)
+    resumed.fit()
+    assert _same_tensors(_weights(run), _weights(reference))
+    assert _strip_seconds(run) == _strip_seconds(reference)
+
+
+def test_resume_refuses_new_settings_and_out_refuses_an_existing_run(full_run):
+    run, _ = full_run
+    code, output = cli("train", "--resume", run, "--lr", "0.1")
+    assert code == 2 and "--resume continues" in output and "drop --lr" in output
+    before = (run / "metrics.jsonl").read_text()
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--out", run)
+    assert code == 2 and "already holds a run" in output and f"eidsl train --resume {run}" in output
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_saves_and_exits_130(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "eidsl.cli", "train", str(SPECS / "mlp.ei"), *TINY_ARGS, "--data", "digits",
+           "--epochs", "200", "--threads", "1", "--out", str(run)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stdout:
+        if line.startswith("epoch "):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(60) == 130, rest
+    assert f"resume with: eidsl train --resume {run}" in rest
+    state = ckpt.load(run / "checkpoints" / "last.safetensors").state
+    assert 1 <= state["epoch"] < 200
+
+
+# ---------------------------------------------------------------- atomic checkpoints
+
+
+def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.safetensors"
+    ckpt.save(path, {"w": torch.arange(4.0)}, {"epoch": 1}, {"epoch": 1})
+
+    def torn(f, data):
+        f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "_write_bytes", torn)
+    with pytest.raises(OSError):
+        ckpt.save(path, {"w": torch.zeros(4)}, {"epoch": 2}, {"epoch": 2})
+    back = ckpt.load(path)
+    assert torch.equal(back.weights["w"], torch.arange(4.0)) and back.state["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+
+
+def test_sigkill_during_save_leaves_previous_checkpoint(tmp_path):
+    path, ready = tmp_path / "last.safetensors", tmp_path / "half-written"
+    script = f"""
+import time, torch
+from eidsl import checkpoint as ckpt
+path = {str(path)!r}
+ckpt.save(path, {{"w": torch.ones(1000)}}, {{"epoch": 1}})
+def slow(f, data):
+    f.write(data[: len(data) // 2]); f.flush()
+    open({str(ready)!r}, "w").close()
+    time.sleep(60)
+ckpt._write_bytes = slow
+ckpt.save(path, {{"w": torch.zeros(1000)}}, {{"epoch": 2}})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            import time
+            time.sleep(0.05)
+        assert ready.exists()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    back = ckpt.load(path)
+    assert back.state["epoch"] == 1 and torch.equal(back.weights["w"], torch.ones(1000))
+    assert any(p.name.startswith(".last.safetensors.tmp-") for p in tmp_path.iterdir())  # the torn temp file
+
+
+def test_state_tree_round_trips_rng_and_optimizer_state(tmp_path):
+    import random
+    rng = ckpt.capture_rng(torch.Generator().manual_seed(3))
+    state = {"rng": rng, "opt": {"state": {0: {"momentum_buffer": torch.randn(3)}}, "param_groups": [{"params": [0]}]}}
+    ckpt.save(tmp_path / "c.safetensors", {}, state)
+    back = ckpt.load(tmp_path / "c.safetensors").state
+    assert back["rng"]["python"] == random.getstate()
+    assert torch.equal(back["rng"]["torch"], rng["torch"]) and torch.equal(back["rng"]["data"], rng["data"])
+    assert back["rng"]["numpy"][0] == "MT19937" and np.array_equal(back["rng"]["numpy"][1], rng["numpy"][1])
+    assert back["rng"]["numpy"][1].dtype == rng["numpy"][1].dtype
+    assert list(back["opt"]["state"]) == [0]
+    assert torch.equal(back["opt"]["state"][0]["momentum_buffer"], state["opt"]["state"][0]["momentum_buffer"])
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ckpt.CheckpointError, match="unreadable checkpoint"):
+        ckpt.load(bad)
+
+
+# ---------------------------------------------------------------- non-finite
+
+
+def test_nonfinite_loss_names_the_first_layer_and_keeps_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+
+    def poison(trainer):
+        if (trainer.epoch, trainer.batch) == (1, 2):
+            trainer.net.tensor("classifier_1.O.W_EE").data[3, 5] = math.inf
+
+    trainer = tiny_trainer(run, on_batch_end=poison)
+    trainer.start()
+    with pytest.raises(NonFiniteError) as err:
+        trainer.fit()
+    message = str(err.value)
+    assert err.value.exit_code == 4
+    assert "the loss is nan at epoch 2, batch 3" in message
+    assert "first non-finite tensor is I_EE of layer 'classifier_1.O' (tensor 'classifier_1.O<-layer_1.E')" in message
+    assert "non-finite parameters: classifier_1.O.W_EE" in message
+    assert "last good checkpoint" in message and "(epoch 1)" in message
+    saved = ckpt.load(run / "checkpoints" / "last.safetensors")
+    assert saved.state["epoch"] == 1 and all(torch.isfinite(t).all() for t in saved.weights.values())
+
+
+def test_nonfinite_hidden_weights_stop_at_the_update_that_made_them(tmp_path):
+    def poison(trainer):
+        if (trainer.epoch, trainer.batch) == (0, 3):
+            trainer.net.tensor("layer_1.E.W_EE").data[0, 0] = math.inf
+
+    trainer = tiny_trainer(tmp_path / "run", on_batch_end=poison)
+    trainer.start()
+    with pytest.raises(NonFiniteError, match=r"parameters layer_1\.E\.W_EE, .* became non-finite in the update of "
+                                             r"epoch 1, batch 4; the first non-finite tensor is I_EE of layer "
+                                             r"'layer_1\.E' \(tensor 'layer_1\.E<-flatten_1'\)"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()
+
+
+# ---------------------------------------------------------------- eval and plot
+
+
+def test_eval_prints_the_runs_accuracy(full_run):
+    run, _ = full_run
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_accuracy"]
+    code, output = cli("eval", run)
+    assert code == 0 and output.strip() == f"test accuracy: {100 * final:.2f}%"
+    code, output = cli("eval", run / "checkpoints" / "last.safetensors", "--data", "digits")
+    assert code == 0 and output.strip() == f"test accuracy: {100 * final:.2f}%"
+
+
+def test_eval_on_data_that_does_not_fit_is_a_clear_error(full_run):
+    run, _ = full_run
+    code, output = cli("eval", run, "--data", "mnist5k")
+    assert code == 2 and "--set input=[1,28,28]" in output and "Traceback" not in output
+
+
+def test_plot_writes_pngs(full_run, tmp_path):
+    run, _ = full_run
+    code, output = cli("plot", run, "--out", tmp_path)
+    assert code == 0, output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["curves.png", "firing_rates.png", "hist_classifier_1.O.png", "hist_layer_1.E.png"]
+    for p in tmp_path.iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+# ---------------------------------------------------------------- what to train
+
+
+def _fake_builds(tmp_path):
+    graph = load_graph(SPECS / "mlp.ei", TINY)
+    info = types.SimpleNamespace(graph=graph, spec=SPECS / "mlp.ei", sets=TINY, name="mlp")
+    module = types.ModuleType("eidsl.builds")
+    module.latest_build = lambda root="build": tmp_path / "build" / "b1"
+    module.load_build = lambda path: info if path == tmp_path / "build" / "b1" else None
+    return module
+
+
+def test_training_source_from_the_builds_module(tmp_path, monkeypatch):
+    from eidsl.cli_train import resolve_source
+    monkeypatch.setitem(sys.modules, "eidsl.builds", _fake_builds(tmp_path))
+    graph, spec, sets = resolve_source(None, {})
+    assert graph.params["depth"] == 2 and spec.endswith("mlp.ei") and sets == TINY
+    graph, _, sets = resolve_source(None, {"T": "2"})
+    assert graph.params["T"] == 2 and graph.params["input"] == [1, 8, 8] and sets == {**TINY, "T": "2"}
+
+
+def test_training_source_falls_back_to_build_latest(tmp_path, monkeypatch):
+    from eidsl.cli_train import resolve_source
+    from eidsl.errors import EidslError
+    monkeypatch.setitem(sys.modules, "eidsl.builds", None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EidslError, match="no build to train: run `eidsl compile SPEC` first"):
+        resolve_source(None, {})
+    (tmp_path / "build" / "b1").mkdir(parents=True)
+    (tmp_path / "build" / "b1" / "spec.json").write_text(json.dumps({"spec": str(SPECS / "mlp.ei"), "sets": TINY}))
+    (tmp_path / "build" / "LATEST").write_text("build/b1\n")
+    graph, _, sets = resolve_source(None, {"depth": "4"})
+    assert graph.params["depth"] == 4 and graph.params["input"] == [1, 8, 8]
+
+
+def test_batchnorm_family_trains_with_the_same_loop(tmp_path):
+    graph = load_graph(SPECS / "mlp.ei", {**TINY, "family": '"bn"'})
+    assert graph.train["lr"] == 0.1
+    trainer = Trainer(graph, TrainConfig(**{**CFG, "epochs": 2, "lr": graph.train["lr"]}), tmp_path / "run",
+                      log=lambda line: None)
+    assert not trainer.needs_init      # no data-dependent initialiser in a BN network
+    trainer.start()
+    result = trainer.fit()
+    assert result["accuracy"] > 0.5
+    bn = trainer.net.tensor("layer_1.E.bn")
+    assert bn.num_batches_tracked.item() == 2 * trainer.iters_per_epoch   # histograms did not touch it
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--tensorboard",
+                       "--out", tmp_path / "r")
+    assert code == 2 and "--tensorboard needs the tensorboard package: pip install tensorboard" in output
