@@ -633,7 +633,10 @@ class Elaborator:
                                 hint=did_you_mean(name, value.scope))
             return value.scope[name]
         if isinstance(value, NodeRef) and name in ("n", "size"):
-            return self.graph.node(self.resolve(value.name)).size
+            rec = self.graph.node(self.resolve(value.name))
+            if not isinstance(rec, ir.Population):      # shapes of inputs, pools, sums come later
+                raise SpecError(f"the {rec.kind} '{value.name}' has no size '{name}': only populations do", span)
+            return rec.size
         raise SpecError(f"{_kind(value)} has no attribute '{name}'", span)
 
     def as_node(self, value, span: Span) -> str:
