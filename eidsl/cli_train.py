@@ -74,6 +74,16 @@ def _train(resume, options, source, sets, include, out_dir, config) -> None:
             # Unwrapped, so the paths and the resume command can be copied from the terminal.
             err.print(prefix + exc.render(), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
+    except RuntimeError as exc:
+        if not trainer.world.distributed:
+            raise
+        # Mostly a collective that lost its peers because another process died; that one says why.
+        text = " ".join(str(exc).split())
+        err.print(f"error: rank {trainer.world.rank} stopped: {type(exc).__name__}: {text[:300]} (if another "
+                  f"training process died first, its message says why; the last checkpoint, "
+                  f"{trainer.checkpoints / 'last.safetensors'}, is kept)",
+                  markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if main:
         out.print(trainer.final_line(), markup=False, highlight=False)
 

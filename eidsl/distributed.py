@@ -8,7 +8,9 @@ gradient equals one process's gradient on the whole global batch.
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,14 +136,23 @@ def launch(nproc: int, module_args: list[str]) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
     # torchrun would set 1 itself, with a warning; --threads still applies inside each process.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # The workers report their own errors in one line; torchrun's log would repeat them at length.
+    logging.disable(logging.ERROR)
     try:
         run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", *module_args]))
     except ChildFailedError as exc:
-        _, failure = exc.get_first_failure()
-        code = failure.exitcode
-        return 128 - code if code < 0 else code     # a signal -N reads as the shell's 128+N
-    except SignalException as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode >= 0:
+            return failure.exitcode
+        # Killed by a signal, the process could say nothing itself.
+        error = DistributedError(f"training process {rank} of {nproc} was killed by "
+                                 f"{signal.Signals(-failure.exitcode).name}")
+        error.exit_code = 128 - failure.exitcode
+        raise error from None
+    except SignalException as exc:   # Ctrl-C: torchrun passed it on, rank 0 saved and said so
         return 128 + int(exc.sigval)
+    finally:
+        logging.disable(logging.NOTSET)
     return 0
 
 
