@@ -1,90 +1,117 @@
-"""Peak training memory of one step, measured in a fresh subprocess per model.
+"""Estimated vs measured memory of one training step (eidsl.passes.estimate_bytes).
 
-CPU: the peak resident set (VmHWM) is reset through /proc/self/clear_refs just before the
-step; the step's peak is VmHWM minus the resident set before it (model, optimiser state and
-one warm-up step's allocator pools already in place). glibc's mmap threshold is pinned so
-large tensors are mapped and unmapped as they live and die, making RSS follow live tensors.
-CUDA: torch.cuda.max_memory_allocated over the step, minus what was allocated before it.
+Each configuration runs in a fresh process: it warms the PyTorch runtime up with a
+one-sample step of the same network (the first step in a process also pays a fixed
+~170 MB for kernels and thread pools, which is not the spec's), resets the kernel's
+peak-RSS mark, then measures how far the peak rises above the resident size over
+building the network, one forward, backward and SGD-with-momentum step at the batch
+size asked for. (Not getrusage: its ru_maxrss survives exec, so a child of a large
+process starts with the parent's peak.)
+
+    python3 bench/memory.py            # the table in docs/reliability.md
+    python3 bench/memory.py --quick    # MLPs only
 """
 from __future__ import annotations
 
-import argparse
-import gc
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+STEP = r"""
+import ctypes, gc, json, sys
+import torch
+torch.set_num_threads(1)
+import eidsl
+from bench.memory import peak_rss, reset_peak_rss, rss
+from eidsl.api import build_graph, load_graph, optimizer
+from eidsl.passes import estimate_bytes
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def measure(case_key: str, kind: str, device: str, T: int, amp: str | None, channels_last: bool,
-            threads: int) -> dict:
-    import torch
-
-    from .cases import CASES, Setup, batch_for, build, train_step
-    torch.set_num_threads(threads)
-    setup = Setup(device=device, amp=amp, channels_last=channels_last, T=T)
-    case = CASES[case_key]
-    x, y = batch_for(case, setup)
-    model, opt = build(case, kind, setup, x)
-    step = train_step(model, opt, x, y, setup, plain=kind == "ei_plain")
-    step()                                   # optimiser state and allocator warm
-    opt.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        peak = torch.cuda.max_memory_allocated() - before
-        return {"peak_mb": peak / 2**20, "method": "cuda.max_memory_allocated"}
-    before = _rss_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    step()
-    return {"peak_mb": (_rss_kb("VmHWM") - before) / 1024, "method": "VmHWM delta"}
+spec, batch, params = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+graph = load_graph(spec, batch=batch, **params)
+inp = graph.node(graph.input_name)
+x = torch.rand(batch, *inp.shape) if inp.encoding == "static" else torch.rand(batch, inp.T, *inp.shape)
+y = torch.randint(0, graph.node(graph.output).shape[0], (batch,))
 
 
-def peak_mb(case_key: str, kind: str, device: str = "cpu", T: int = 4, amp: str | None = None,
-            channels_last: bool = False, threads: int = 2, timeout: float = 600) -> dict:
-    """Run `measure` in a fresh interpreter; returns {"peak_mb": ...} or {"error": ...}."""
-    args = [sys.executable, "-m", "bench.memory", case_key, kind, "--device", device, "--T", str(T),
-            "--threads", str(threads)]
-    if amp:
-        args += ["--amp", amp]
-    if channels_last:
-        args.append("--channels-last")
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def step(net, x, y):
+    opt = optimizer(net, 0.01)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+    return opt
+
+
+warm = build_graph(graph)
+step(warm, x[:1], y[:1])
+del warm
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)     # hand the warm-up's freed heap back, so reuse counts as growth
+reset_peak_rss()
+before = rss()
+net = build_graph(graph)
+opt = step(net, x, y)
+print(json.dumps({"measured": peak_rss() - before, **estimate_bytes(graph, batch)}))
+"""
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def rss() -> int:
+    """Resident memory of this process now, in bytes."""
+    return _status("VmRSS")
+
+
+def peak_rss() -> int:
+    """Highest resident memory since the process started or since reset_peak_rss()."""
+    return _status("VmHWM")
+
+
+def reset_peak_rss() -> None:
     try:
-        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": "timeout"}
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")     # Linux >= 4.0: VmHWM := VmRSS
+    except OSError:
+        pass
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("case")
-    p.add_argument("kind")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--T", type=int, default=4)
-    p.add_argument("--amp", default=None)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args()
-    print(json.dumps(measure(a.case, a.kind, a.device, a.T, a.amp, a.channels_last, a.threads)))
+def measure(spec: str, batch: int, **params) -> dict:
+    """Estimate and measured peak growth (bytes) of one training step, in a fresh process."""
+    run = subprocess.run([sys.executable, "-c", STEP, str(ROOT / spec), str(batch), json.dumps(params)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr[-2000:])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+CONFIGS = [
+    ("specs/mlp.ei", 1024, {"family": "ei"}),
+    ("specs/mlp.ei", 1024, {"family": "bn"}),
+    ("specs/mlp.ei", 1024, {"family": "plain"}),
+    ("specs/mlp.ei", 256, {"family": "ei", "depth": 8, "T": 8}),
+    ("specs/vgg.ei", 16, {"family": "ei"}),
+    ("specs/vgg.ei", 16, {"family": "bn"}),
+    ("specs/vgg.ei", 16, {"family": "plain"}),
+    ("specs/resnet.ei", 8, {"family": "ei"}),
+]
+
+
+def main(argv: list[str]) -> None:
+    configs = [c for c in CONFIGS if "mlp" in c[0]] if "--quick" in argv else CONFIGS
+    print(f"{'spec':<16} {'params':<38} {'batch':>5} {'estimate MiB':>13} {'measured MiB':>13} {'ratio':>6}")
+    for spec, batch, params in configs:
+        r = measure(spec, batch, **params)
+        ratio = r["total_bytes"] / r["measured"]
+        print(f"{Path(spec).name:<16} {json.dumps(params):<38} {batch:>5} {r['total_bytes'] / 2**20:>13.1f} "
+              f"{r['measured'] / 2**20:>13.1f} {ratio:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

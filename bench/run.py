@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 
 import torch
 
-from . import memory
+from . import step_memory as memory
 from .cases import CASES, Setup, batch_for, build, logits, train_step
 from .timing import interleaved, median_ms, paired_ratio, timed
 

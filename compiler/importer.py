@@ -7,7 +7,9 @@ loaded unless every tensor finds its place with the right number of values.
 """
 from __future__ import annotations
 
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -132,23 +134,60 @@ def import_deepeisnn(net: Network, state: dict[str, torch.Tensor]) -> dict[str, 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """A reference training checkpoint (.pth, weights under model_state_dict) or model.safetensors,
-    read without executing code."""
+    read without executing code. Every failure is one line naming the file."""
     path = Path(path)
-    if not path.exists():
-        raise ImportError_(f"no such checkpoint: {path}")
-    if path.suffix == ".safetensors":
+    if not path.is_file():
+        raise ImportError_(f"{path}: " + ("not a file" if path.exists() else "no such checkpoint"))
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            data = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for damaged files
-            raise ImportError_(f"{path}: not a readable safetensors file ({exc})") from None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ImportError_(f"{path}: refused to load ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                           "only plain tensors are accepted, never pickled code") from None
+            raise ImportError_(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    else:
+        data = _torch_load(path)
     if isinstance(data, dict) and "model_state_dict" in data:
         data = data["model_state_dict"]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ImportError_(f"{path}: no state dict of tensors found")
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in data.items()):
+        raise ImportError_(f"{path}: no state dict of named tensors found")
     return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def _torch_load(path: Path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # torch warns about pickle protocols it reads anyway
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ImportError_(f"{path}: refused: not a plain tensor checkpoint ({_refusal_reason(exc)}); eidsl "
+                           "loads only tensors, never pickled objects, which could run code") from None
+    except Exception as exc:
+        raise ImportError_(f"{path}: not a readable checkpoint, damaged or truncated? "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors starts with the little-endian length of a JSON header, then '{'."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as exc:
+        raise ImportError_(f"{path}: cannot read ({exc.strerror})") from None
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else "empty file" if isinstance(exc, EOFError) else "no details"
+    text = text.split(". ")[0]     # torch follows the reason with paragraphs of advice
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """torch's message wraps the useful line ("unsupported GLOBAL posix.system") in boilerplate."""
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line.lower().startswith(("trying to load unsupported", "unsupported")):
+            return line
+    return "unsupported content"

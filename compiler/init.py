@@ -19,19 +19,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from eidsl.errors import EidslError
+from eidsl.errors import SpecError
 
 from . import ops
 from .network import Network, run_loop
 
 
-class InitError(EidslError):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
-
-    def render(self) -> str:
-        return f"error: {self}" + (f"\nhint: {self.hint}" if self.hint else "")
+class InitError(SpecError):
+    """E-I Init cannot proceed on this batch; located at the projection whose input it measures."""
 
 
 # Sums that make the statistics; reducing them across processes gives the global batch's values.
@@ -74,8 +69,9 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
         if mean_sq + var == 0 or (gains and mean == 0):
             where = ", ".join(paths + gains)
             raise InitError(f"E-I Init: the input of {where} is silent on this batch (all zeros), so its "
-                            "statistics fix no scale", hint="initialise on a larger or more active batch "
-                            "(the first training batch), or load trained weights")
+                            "statistics fix no scale", step.loc.span() if step.loc else None,
+                            hint="initialise on a larger or more active batch (the first training batch), "
+                                 "or load trained weights")
         for path in paths:
             spec = specs[path]
             sigma = ops.balanced_scale(mean, mean_sq, var, spec.fan_in)

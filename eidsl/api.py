@@ -17,12 +17,14 @@ from .elaborate import Value, elaborate
 from .passes import check
 
 
-def load_graph(spec: str | Path, sets: dict[str, str] | None = None, include=(), network: str | None = None,
-               **params: Any) -> ir.Graph:
-    """Parse, elaborate and check a spec. `sets` are command-line texts, `params` Python values."""
+def load_graph(spec: str | Path, sets: dict[str, str] | None = None, include=(), network: str | None = None, *,
+               batch: int = 1, memory_limit: float | None = None, **params: Any) -> ir.Graph:
+    """Parse, elaborate and check a spec. `sets` are command-line texts, `params` Python values.
+    A network whose training step at `batch` needs more than `memory_limit` bytes (None: the memory
+    available now, math.inf: no limit) is refused with the estimate."""
     overrides: dict[str, Any] = dict(sets or {})
     overrides.update({k: Value(v) for k, v in params.items()})
-    return check(elaborate(spec, overrides, include, network))
+    return check(elaborate(spec, overrides, include, network), batch, memory_limit)
 
 
 def build_graph(graph: ir.Graph, seed: int = 0) -> Network:
@@ -32,9 +34,12 @@ def build_graph(graph: ir.Graph, seed: int = 0) -> Network:
 
 
 def build(spec: str | Path, *, compile: bool = False, seed: int = 0, sets: dict[str, str] | None = None,
-          include=(), network: str | None = None, **params: Any) -> torch.nn.Module:
-    """Spec -> eager PyTorch module (or a torch.compile'd one). Forward: (B, ...) -> logits (B, classes)."""
-    net = build_graph(load_graph(spec, sets, include, network, **params), seed)
+          include=(), network: str | None = None, batch: int = 1, memory_limit: float | None = None,
+          **params: Any) -> torch.nn.Module:
+    """Spec -> eager PyTorch module (or a torch.compile'd one). Forward: (B, ...) -> logits (B, classes).
+    Refused before anything is allocated when training at `batch` would exceed `memory_limit`."""
+    graph = load_graph(spec, sets, include, network, batch=batch, memory_limit=memory_limit, **params)
+    net = build_graph(graph, seed)
     return torch.compile(net) if compile else net
 
 

@@ -17,7 +17,7 @@ from .errors import EidslError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="eidsl: a language and compiler for cortical E-I spiking networks (DeepEISNN).")
 out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)   # a located error stays one line, as editors parse it
 
 SetOption = typer.Option(None, "--set", "-s", help="override a network parameter: --set depth=8 (repeatable)")
 IncludeOption = typer.Option(None, "--include", "-I", help="extra folder that `import` may read from")
@@ -40,7 +40,7 @@ def command(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EidslError as exc:
-            err.print(exc.render(), markup=False, highlight=False)
+            err.print(exc.render(), markup=False, highlight=False, soft_wrap=True)  # one line in logs too
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")

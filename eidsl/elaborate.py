@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import math
 import operator
+import stat
 
 import networkx as nx
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args, get_origin
 
 from . import ir
 from . import syntax as S
-from .errors import SpecError, Span, did_you_mean, raise_all
+from . import errors
+from .errors import SpecError, Span, did_you_mean, place, raise_all
 from .parser import parse_expr, parse_file
+from .syntax import MAX_INT
 
 STDLIB = Path(__file__).with_name("stdlib")
+errors.LIBRARY_DIRS.append(STDLIB.resolve())
 
 MAX_NODES = 100_000
 MAX_STEPS = 1_000_000
 MAX_LIST = 1_000_000
 MAX_DEPTH = 64
+MAX_STRING = 10_000
+MAX_ERRORS = 20
 
 # Bare words a spec may use as values: rule and option names.
 SYMBOLS = {
@@ -59,8 +65,9 @@ class InitValue:
 
 
 class _Return(Exception):
-    def __init__(self, value):
+    def __init__(self, value, span: Span):
         self.value = value
+        self.span = span
 
 
 @dataclass
@@ -68,6 +75,7 @@ class Program:
     """Every motif visible from the root file, with where it came from."""
     motifs: dict[str, S.Motif] = field(default_factory=dict)
     networks: list[S.Motif] = field(default_factory=list)
+    imported_networks: dict[str, S.Motif] = field(default_factory=dict)
     train: S.TrainBlock | None = None
 
 
@@ -76,26 +84,46 @@ class Program:
 def load_program(path: str | Path, include: list[str | Path] = ()) -> Program:
     root = Path(path)
     program = Program()
-    roots = [root.resolve().parent, STDLIB.resolve(), *[Path(p).resolve() for p in include]]
+    roots = [_real(root).parent, STDLIB.resolve(), *[_real(Path(p)) for p in include]]
     loaded: set[Path] = set()
     errors: list[SpecError] = []
+    builtins = {**FUNCTIONS, **GRAPH_BUILTINS, **POPULATION_MODELS, **PROJECTION_KINDS["->"], **PROJECTION_KINDS["-|"]}
 
     def visit(file: Path, chain: tuple[Path, ...], is_root: bool) -> None:
         module = parse_file(file)
         for imp in module.imports:
-            target = _resolve_import(imp, file, roots)
-            if target in chain or target == file.resolve():
-                cycle = " -> ".join(p.name for p in (*chain, file.resolve(), target))
+            try:
+                if not imp.path.strip() or "\x00" in imp.path:
+                    raise SpecError(f"import {imp.path!r} is not a file name", imp.span, hint='e.g. import "std"')
+                target = _resolve_import(imp, file, roots)
+            except SpecError as err:
+                errors.append(err)
+                continue
+            if target in chain or target == _real(file):
+                cycle = " -> ".join(p.name for p in (*chain, _real(file), target))
                 errors.append(SpecError(f"import cycle: {cycle}", imp.span,
                                         hint="move the shared motifs into a file both can import"))
                 continue
             if target not in loaded:
                 loaded.add(target)
-                visit(target, (*chain, file.resolve()), False)
+                try:
+                    visit(target, (*chain, _real(file)), False)
+                except SpecError as err:
+                    # A broken imported file: say which import brought it in.
+                    err.notes.append((imp.span, "imported here"))
+                    errors.append(err)
         for motif in module.motifs:
+            if motif.name in builtins or motif.name in SYMBOLS:
+                what = "a value" if motif.name in SYMBOLS else "a built-in"
+                errors.append(SpecError(f"'{motif.name}' is {what} of the language and cannot name a "
+                                        f"{'network' if motif.is_network else 'motif'}", motif.span,
+                                        hint="choose another name"))
+                continue
             if motif.is_network:
                 if is_root:
                     program.networks.append(motif)
+                else:
+                    program.imported_networks[motif.name] = motif
                 continue
             previous = program.motifs.get(motif.name)
             if previous is not None and previous.span != motif.span:
@@ -107,10 +135,21 @@ def load_program(path: str | Path, include: list[str | Path] = ()) -> Program:
         if is_root:
             program.train = module.train
 
-    loaded.add(root.resolve())
+    loaded.add(_real(root))
     visit(root, (), True)
+    for net in program.networks:
+        if net.name in program.motifs:
+            errors.append(SpecError(f"'{net.name}' names both a network and a motif", net.span,
+                                    notes=[(program.motifs[net.name].span, "the motif")], hint="rename one"))
     raise_all(errors)
     return program
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):   # a symlink loop
+        return path.absolute()
 
 
 def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
@@ -121,15 +160,35 @@ def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
     searched = [importer.resolve().parent, *roots]
     for base in dict.fromkeys(searched):
         candidate = base / name
-        if candidate.exists():
-            real = candidate.resolve()
-            if not any(real.is_relative_to(r) for r in roots):
-                raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
-                                imp.span, hint="imports may only reach the spec's folder, the standard "
-                                               "library and folders given with --include")
-            return real
+        # The check is on the real path (symlinks and `..` resolved), which is also the path then read.
+        try:
+            if not candidate.exists():
+                continue
+            real = candidate.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:   # name too long, symlink loop, permission denied
+            raise SpecError(f"cannot read import '{imp.path}': {getattr(exc, 'strerror', None) or exc}",
+                            imp.span) from None
+        if not any(real.is_relative_to(r) for r in roots):
+            raise SpecError(f"import '{imp.path}' leaves the allowed folders (it resolves to {real})",
+                            imp.span, hint="imports may only reach the spec's folder, the standard "
+                                           "library and folders given with --include")
+        _check_spec_file(real, imp)
+        return real
     raise SpecError(f"cannot find import '{imp.path}'", imp.span,
                     hint="looked in " + ", ".join(str(p) for p in dict.fromkeys(searched)))
+
+
+MAX_SPEC_BYTES = 16 * 2**20
+
+
+def _check_spec_file(real: Path, imp: S.Import) -> None:
+    """Only regular files of spec size: a FIFO or device would block or never end the read."""
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(f"import '{imp.path}' is not a regular file ({real})", imp.span)
+    if st.st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"import '{imp.path}' is {st.st_size:,} bytes, more than a spec may be "
+                        f"({MAX_SPEC_BYTES:,})", imp.span)
 
 
 # ---------------------------------------------------------------- elaboration
@@ -159,46 +218,83 @@ class Elaborator:
         self.depth = 0
         self.errors: list[SpecError] = []
         self.renames: dict[str, str] = {}
+        self.calls: list[Span] = []      # the motif calls being expanded, outermost first
 
     # entry
     def run(self, overrides: dict[str, str], network: str | None) -> ir.Graph:
         net = self._pick_network(network)
+        try:
+            return self._run(net, overrides)
+        except _Fatal as err:
+            self.errors.append(self.placed(err))
+            raise_all(self.errors)
+        except RecursionError:
+            # Nesting is bounded piecewise (syntax depth, motif depth); together they can
+            # still outgrow Python's stack, and that must read as a spec error too.
+            raise SpecError("the spec nests too deeply to expand (motif calls inside deep expressions)",
+                            self.calls[-1] if self.calls else net.span,
+                            hint=f"reduce nesting; motifs may nest at most {MAX_DEPTH} deep") from None
+
+    def _run(self, net: S.Motif, overrides: dict[str, str]) -> ir.Graph:
         params = {}
         names = [p.name for p in net.params]
         for key in overrides:
             if key not in names:
-                hint = did_you_mean(key, names) or ("parameters: " + ", ".join(names) if names else None)
-                raise SpecError(f"network '{net.name}' has no parameter '{key}'", net.span, hint=hint)
+                hint = did_you_mean(key, names) or ("parameters: " + ", ".join(names) if names else
+                                                    "this network takes no parameters")
+                raise SpecError(f"network '{net.name}' has no parameter '{key}' (given with --set {key}=...)",
+                                net.span, hint=hint)
         for p in net.params:
-            if p.name in overrides:
-                params[p.name] = self._override(p.name, overrides[p.name])
-            elif p.default is not None:
-                params[p.name] = self.eval(p.default, {})
-            else:
-                raise SpecError(f"network parameter '{p.name}' has no default", p.span,
-                                hint=f"give it one (`{p.name} = ...`) or pass --set {p.name}=...")
+            try:
+                if p.name in overrides:
+                    params[p.name] = self._override(p.name, overrides[p.name])
+                elif p.default is not None:
+                    params[p.name] = self.eval(p.default, {})
+                else:
+                    raise SpecError(f"network parameter '{p.name}' has no default", p.span,
+                                    hint=f"give it one (`{p.name} = ...`) or pass --set {p.name}=...")
+            except SpecError as err:
+                self.errors.append(err)
+                params[p.name] = _Poison()
+        if self.errors:
+            raise_all(self.errors)
         self.network_params = params
         self.graph = ir.Graph(net.name, _plain(params), loc=ir.Loc.of(net.span))
         scope = dict(params)
+        result_span = net.span
         try:
             self.exec_block(net.body, scope, "")
             result = None
         except _Return as r:
-            result = r.value
+            result, result_span = r.value, r.span
         if self.errors:
             raise_all(self.errors)
         if result is None:
             raise SpecError(f"network '{net.name}' returns nothing", net.span,
                             hint="end the network with `return readout(y)`")
-        node = self.as_node(result, net.span)
+        node = self.as_node(result, result_span)
         if not isinstance(self.graph.node(node), ir.Readout):
-            raise SpecError(f"network '{net.name}' must return a readout", net.span,
+            raise SpecError(f"network '{net.name}' must return a readout, not {_kind(result)}", result_span,
                             hint="wrap the output population: `return readout(y)`")
         self.graph.output = node
         if self.program.train is not None:
-            self.graph.train = {s.name: _plain(self.eval(s.value, dict(params)))
-                                for s in self.program.train.settings}
+            train = {}
+            for setting in self.program.train.settings:
+                try:
+                    train[setting.name] = _plain(self.eval(setting.value, dict(params)))
+                except SpecError as err:
+                    self.errors.append(err)
+            raise_all(self.errors)
+            self.graph.train = train
         return self.graph
+
+    def placed(self, err: SpecError) -> SpecError:
+        """Point an error at the user's own text: see `errors.place`."""
+        return place(err, reversed(self.calls))
+
+    def loc(self, span: Span) -> ir.Loc:
+        """Where an IR record came from, with the motif calls that produced it."""
+        return ir.Loc.of(span, tuple(reversed(self.calls)))
 
     def _pick_network(self, name: str | None) -> S.Motif:
         nets = self.program.networks
@@ -227,17 +323,19 @@ class Elaborator:
             self._tick(stmt.span)
             try:
                 self.exec_stmt(stmt, scope, path)
+            except _Fatal:
+                raise
             except SpecError as err:
                 # Independent statements fail independently: report them all, but not
                 # the echoes of an earlier failure.
                 if not isinstance(err, _Cascade):
-                    self.errors.append(err)
-                if len(self.errors) >= 20:
+                    self.errors.append(self.placed(err))
+                if len(self.errors) >= MAX_ERRORS:
                     raise_all(self.errors)
-                if isinstance(stmt, S.Bind):
+                if isinstance(stmt, (S.Bind, S.PopStmt)):
                     scope[stmt.name] = _Poison()
-                elif isinstance(stmt, S.PopStmt):
-                    scope[stmt.name] = _Poison()
+                elif isinstance(stmt, S.For):
+                    scope[stmt.var] = _Poison()
 
     def exec_stmt(self, stmt, scope: dict, path: str) -> None:
         if isinstance(stmt, S.Bind):
@@ -260,22 +358,27 @@ class Elaborator:
                                 hint="compare explicitly, e.g. `if family == \"ei\" { ... }`")
             self.exec_block(stmt.then if cond else stmt.orelse, scope, path)
         elif isinstance(stmt, S.Return):
-            raise _Return(self.eval(stmt.value, scope, path))
+            raise _Return(self.eval(stmt.value, scope, path), stmt.span)
 
     def _tick(self, span: Span) -> None:
         self.steps += 1
         if self.steps > MAX_STEPS:
-            raise SpecError(f"the spec expands to more than {MAX_STEPS:,} statements", span,
-                            hint="check loop bounds")
+            raise _Fatal(f"the spec expands to more than {MAX_STEPS:,} statements", span,
+                         hint="check loop bounds")
 
     def _node_name(self, path: str, name: str) -> str:
         return f"{path}.{name}" if path else name
 
     def _add_node(self, name: str, record, span: Span) -> NodeRef:
         if name in self.graph.g:
-            raise SpecError(f"'{name}' is already defined", span, hint="use a new name")
+            first = self.graph.node(name).loc
+            raise SpecError(f"population '{name}' is already defined", span,
+                            notes=[(first.span(), "first defined here")] if first else [],
+                            hint="give it another name; to make one per loop iteration, declare it inside "
+                                 "a motif and call the motif in the loop (each call gets its own path)")
         if self.graph.g.number_of_nodes() >= MAX_NODES:
-            raise SpecError(f"the spec expands to more than {MAX_NODES:,} graph nodes", span)
+            raise _Fatal(f"the spec expands to more than {MAX_NODES:,} graph nodes", span,
+                         hint="check loop bounds; a network this large would not fit in memory anyway")
         self.graph.add_node(name, record)
         return NodeRef(name)
 
@@ -283,57 +386,77 @@ class Elaborator:
     def population(self, stmt: S.PopStmt, scope: dict, path: str) -> NodeRef:
         call = stmt.call
         if call.func not in POPULATION_MODELS:
-            raise SpecError(f"'{call.func}' is not a neuron model", call.func_span,
-                            hint=did_you_mean(call.func, POPULATION_MODELS) or
-                            "neuron models: " + ", ".join(POPULATION_MODELS))
-        args = self.bind_args(call, POPULATION_MODELS[call.func], scope, path)
-        size = self.size(args.pop("n"), call.args[0].span if call.args else call.span)
+            hint = did_you_mean(call.func, POPULATION_MODELS) or "neuron models: " + ", ".join(POPULATION_MODELS)
+            if call.func in self.program.motifs:
+                hint = f"'{call.func}' is a motif: bind its result instead, `{stmt.name} = {call.func}(...)`"
+            raise SpecError(f"'{call.func}' is not a neuron model", call.func_span, hint=hint)
+        spans: dict[str, Span] = {}
+        args = self.bind_args(call, POPULATION_MODELS[call.func], scope, path, spans=spans)
+        size = self.size(args.pop("n"), spans.get("n", call.span))
         sign = {"exc": "exc", "inh": "inh", "pop": "free"}[stmt.sign]
         fields = {"model": call.func, "sign": sign, "size": size}
         for key, value in args.items():
             if key in ("gain", "bias"):
-                fields[key] = None if value is None else self.init_rule(value, call.span)
+                fields[key] = None if value is None else self.init_rule(value, spans.get(key, call.span))
             elif key == "norm":
-                fields[key] = "none" if value is None else str(value)
+                fields[key] = "none" if value is None else value
             else:
                 fields[key] = value
-        record = self.record(ir.Population, fields, call.span, stmt.span)
+        record = self.record(ir.Population, fields, spans, call.span, stmt.span)
         return self._add_node(self._node_name(path, stmt.name), record, stmt.span)
 
     def projection(self, stmt: S.Projection, scope: dict, path: str) -> None:
         src = self.as_node(self.resolve_ref(stmt.source, scope), stmt.source.span)
         dst = self.as_node(self.resolve_ref(stmt.target, scope), stmt.target.span)
+        target = self.graph.node(dst)
+        if not isinstance(target, ir.Population):
+            raise SpecError(f"a projection must end on a population, but '{dst}' is {_a(target.kind)}",
+                            stmt.target.span, hint="project into a population declared with exc, inh or pop")
+        if isinstance(self.graph.node(src), ir.Readout):
+            raise SpecError(f"'{src}' is a readout, which ends the network; nothing can read from it",
+                            stmt.source.span, hint="project from the population the readout reads")
+        if stmt.arrow == "-|" and not isinstance(self.graph.node(src), ir.Population):
+            raise SpecError(f"inhibition must come from a population, but '{src}' is {_a(self.graph.node(src).kind)}",
+                            stmt.source.span, hint="inhibit from an `inh` population")
         call = stmt.call
         kinds = PROJECTION_KINDS["->" if stmt.arrow == "->" else "-|"]
         if call.func not in kinds:
             other = "inhibit(...)" if stmt.arrow == "-|" else "dense(...) or conv(...)"
             raise SpecError(f"'{call.func}' cannot follow '{stmt.arrow}'", call.func_span,
                             hint=f"'{stmt.arrow}' takes {other}")
-        args = self.bind_args(call, kinds[call.func], scope, path)
+        spans: dict[str, Span] = {}
+        args = self.bind_args(call, kinds[call.func], scope, path, spans=spans)
         if call.func == "inhibit":
             fields = {"subtractive": args.pop("sub"), "divisive": args.pop("div"), **args}
-            if "init" in fields:
-                fields["init"] = self.init_rule(fields["init"], call.span)
+            spans["subtractive"], spans["divisive"] = spans.get("sub", call.span), spans.get("div", call.span)
+            fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
             cls = ir.Inhibition
         else:
             fields = {"op": call.func, **args}
             if call.func == "conv":
                 fields["kernel"] = fields.pop("k")
                 fields["padding"] = fields.pop("pad")
-            fields["init"] = self.init_rule(fields["init"], call.span)
+                spans["kernel"], spans["padding"] = spans.get("k", call.span), spans.get("pad", call.span)
+            fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
             cls = ir.Projection
-        record = self.record(cls, fields, call.span, stmt.span)
+        record = self.record(cls, fields, spans, call.span, stmt.span)
+        if isinstance(record, ir.Inhibition) and not (record.subtractive or record.divisive):
+            raise SpecError("this inhibition is neither subtractive nor divisive, so it does nothing", call.span,
+                            hint="set sub = true, div = true, or both")
         if self.graph.g.has_edge(src, dst):
             raise SpecError(f"there is already a projection from '{src}' to '{dst}'", stmt.span,
                             notes=[(self.graph.edge(src, dst).loc.span(), "the first one")],
                             hint="merge them into one projection")
         self.graph.add_edge(src, dst, record)
 
-    def record(self, cls, fields: dict, span: Span, stmt_span: Span):
+    def record(self, cls, fields: dict, spans: dict[str, Span], span: Span, stmt_span: Span):
+        """Build an IR record, checking each argument's type and range here, where it can be located."""
         from pydantic import ValidationError
+        for name, value in list(fields.items()):
+            fields[name] = _check_field(cls, name, value, spans.get(name, span))
         try:
-            return cls(**fields, loc=ir.Loc.of(stmt_span))
-        except ValidationError as exc:
+            return cls(**fields, loc=self.loc(stmt_span))
+        except ValidationError as exc:   # a field _check_field does not know yet
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             raise SpecError(f"bad value for '{where}': {err['msg']}", span,
@@ -350,37 +473,49 @@ class Elaborator:
             return ir.Init(rule=value)
         raise SpecError(f"unknown init rule {value!r}", span,
                         hint=did_you_mean(str(value), INIT_RULES) or "rules: " + ", ".join(sorted(INIT_RULES)) +
-                        ", uniform(a, b), normal(mean, std), or a number")
+                        ", uniform(low, high), normal(mean, std), constant(v), or a number")
 
     def size(self, value, span: Span) -> int:
+        text = errors.source_text(span)
+        shown = f"`{text}` = " if text and text != _show(value) else ""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(f"a population size must be a number, got {_kind(value)}", span)
         if isinstance(value, float) and not value.is_integer():
-            raise SpecError(f"population size {value:g} is not a whole number", span,
-                            hint="use // to round down (n // ratio), or choose a ratio that divides the size")
+            if isinstance(value, _Quotient):
+                a, b = value.operands
+                raise SpecError(f"population size {_show(a)} / {_show(b)} = {value:g} is not a whole number: "
+                                f"'/' must divide exactly", span,
+                                hint=f"choose sizes that {_show(b)} divides, or round down with '//'")
+            raise SpecError(f"population size {shown}{value:g} is not a whole number", span,
+                            hint="sizes count neurons or channels; round down with '//' if that is meant")
         if value <= 0:
-            raise SpecError(f"population size must be positive, got {int(value)}", span)
+            raise SpecError(f"population size {shown}{_show(value)} must be at least 1", span)
         return int(value)
 
     # motif calls and builtins
     def bind_args(self, call: S.Call, signature: dict[str, Any], scope: dict, path: str,
-                  ambient: bool = False) -> dict[str, Any]:
-        """Match a call's arguments to a signature (name -> default, REQUIRED for none)."""
+                  ambient: bool = False, spans: dict[str, Span] | None = None) -> dict[str, Any]:
+        """Match a call's arguments to a signature (name -> default, REQUIRED for none).
+        `spans`, when given, receives where each explicit argument was written."""
         names = list(signature)
+        spans = {} if spans is None else spans
         if len(call.args) > len(names):
             raise SpecError(f"{call.func}() takes {len(names)} argument{'s' * (len(names) != 1)}, "
-                            f"got {len(call.args)}", call.span,
+                            f"got {len(call.args)}", call.args[len(names)].span,
                             hint=f"{call.func}({', '.join(names)})")
         values: dict[str, Any] = {}
         for name, expr in zip(names, call.args):
             values[name] = self.eval(expr, scope, path)
+            spans[name] = expr.span
         for kw in call.kwargs:
             if kw.name not in signature:
                 raise SpecError(f"{call.func}() has no argument '{kw.name}'", kw.span,
                                 hint=did_you_mean(kw.name, names) or f"arguments: {', '.join(names)}")
             if kw.name in values:
-                raise SpecError(f"argument '{kw.name}' given twice", kw.span)
+                raise SpecError(f"argument '{kw.name}' given twice", kw.span,
+                                notes=[(spans[kw.name], "first given here")])
             values[kw.name] = self.eval(kw.value, scope, path)
+            spans[kw.name] = kw.value.span
         for name in names:
             if name in values:
                 continue
@@ -405,6 +540,8 @@ class Elaborator:
             args = self.bind_args(call, signature, scope, path)
             try:
                 return fn(**args)
+            except _Misuse as exc:
+                raise SpecError(f"{call.func}() {exc}", call.span) from None
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
                 raise SpecError(f"{call.func}(): {exc}", call.span) from None
         if call.func in GRAPH_BUILTINS:
@@ -415,6 +552,10 @@ class Elaborator:
         if call.func in PROJECTION_KINDS["->"] or call.func in PROJECTION_KINDS["-|"]:
             raise SpecError(f"'{call.func}' describes a projection", call.span,
                             hint=f"use it after an arrow: `x -> E : {call.func}(...)`")
+        networks = {n.name for n in self.program.networks} | set(self.program.imported_networks)
+        if call.func in networks:
+            raise SpecError(f"'{call.func}' is a network, and networks cannot be called", call.func_span,
+                            hint="turn the reusable part into a `motif` and call that from both")
         known = [*self.program.motifs, *FUNCTIONS, *GRAPH_BUILTINS]
         raise SpecError(f"unknown motif or function '{call.func}'", call.func_span,
                         hint=did_you_mean(call.func, known) or "is an `import` missing?")
@@ -423,19 +564,26 @@ class Elaborator:
         signature = {p.name: (_SyntaxDefault(p.default) if p.default is not None else REQUIRED)
                      for p in motif.params}
         args = self.bind_args(call, signature, scope, path, ambient=True)
+        if self.depth >= MAX_DEPTH:
+            raise SpecError(f"motifs nest deeper than {MAX_DEPTH} (is '{motif.name}' recursive?)", call.span,
+                            hint="a motif cannot call itself, directly or through others")
         key = (path, motif.name)
         self.counters[key] = self.counters.get(key, 0) + 1
         inst_path = self._node_name(path, f"{motif.name}_{self.counters[key]}")
         inst = Instance(motif.name, inst_path, dict(args))
+        errors_before = len(self.errors)
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise SpecError(f"motifs nest deeper than {MAX_DEPTH} (is '{motif.name}' recursive?)", call.span)
+        self.calls.append(call.span)
         try:
             self.exec_block(motif.body, inst.scope, inst_path)
         except _Return as r:
             inst.result = r.value
         finally:
             self.depth -= 1
+            self.calls.pop()
+        if len(self.errors) > errors_before:
+            # Its own errors are reported; whatever uses this instance would only echo them.
+            raise _Cascade(f"motif '{motif.name}' failed", call.span)
         self._collapse(inst_path)
         return inst
 
@@ -485,7 +633,10 @@ class Elaborator:
                                 hint=did_you_mean(name, value.scope))
             return value.scope[name]
         if isinstance(value, NodeRef) and name in ("n", "size"):
-            return self.graph.node(self.resolve(value.name)).size
+            rec = self.graph.node(self.resolve(value.name))
+            if not isinstance(rec, ir.Population):      # shapes of inputs, pools, sums come later
+                raise SpecError(f"the {rec.kind} '{value.name}' has no size '{name}': only populations do", span)
+            return rec.size
         raise SpecError(f"{_kind(value)} has no attribute '{name}'", span)
 
     def as_node(self, value, span: Span) -> str:
@@ -536,7 +687,7 @@ class Elaborator:
         target = self.eval(expr.target, scope, path)
         key = self.eval(expr.index, scope, path)
         if isinstance(target, dict):
-            if key not in target:
+            if not isinstance(key, (int, float, str)) or key not in target:
                 options = ", ".join(map(_show, target))
                 what = f"{expr.index.name} = {_show(key)}" if isinstance(expr.index, S.Var) else _show(key)
                 raise SpecError(f"{what} is not one of {options}", expr.index.span,
@@ -580,15 +731,27 @@ class Elaborator:
                 raise SpecError(f"list would have {len(left) * right:,} items (limit {MAX_LIST:,})", expr.span)
             return left * right
         if isinstance(left, str) and op == "+" and isinstance(right, str):
+            if len(left) + len(right) > MAX_STRING:
+                raise SpecError(f"string would have {len(left) + len(right):,} characters (limit {MAX_STRING:,})",
+                                expr.span)
             return left + right
         if not (_is_number(left) and _is_number(right)):
-            raise SpecError(f"cannot apply '{op}' to {_kind(left)} and {_kind(right)}", expr.span)
+            raise SpecError(f"cannot apply '{op}' to {_kind(left)} and {_kind(right)}", expr.span,
+                            hint=_op_hint(op, left, right))
         try:
-            return _arith(op, left, right)
+            value = _arith(op, left, right)
         except ZeroDivisionError:
-            raise SpecError("division by zero", expr.right.span) from None
+            hint = f"'{expr.right.name}' is 0 here" if isinstance(expr.right, S.Var) else None
+            raise SpecError("division by zero", expr.right.span, hint=hint) from None
         except OverflowError:
             raise SpecError("number too large", expr.span) from None
+        if isinstance(value, complex):
+            raise SpecError(f"{_show(left)} {op} {_show(right)} is not a real number", expr.span)
+        if isinstance(value, float) and not math.isfinite(value) and math.isfinite(left) and math.isfinite(right):
+            raise SpecError("number too large", expr.span, hint="the result overflows a 64-bit float")
+        if _is_int(value) and abs(value) > MAX_INT:
+            raise SpecError("number too large", expr.span, hint=f"whole numbers are limited to {MAX_INT:,}")
+        return value
 
     def _bounded_list(self, items: list, span: Span) -> list:
         if len(items) > MAX_LIST:
@@ -600,25 +763,37 @@ class Elaborator:
         if len(set(names)) != len(names):
             raise SpecError("a residual sum adds a layer to itself", expr.span,
                             hint="sum two different layers")
+        for name in names:
+            self._readable(name, expr.span)
         key = (path, "sum")
         self.counters[key] = self.counters.get(key, 0) + 1
-        node = self._add_node(self._node_name(path, f"sum_{self.counters[key]}"), ir.Sum(loc=ir.Loc.of(expr.span)),
+        node = self._add_node(self._node_name(path, f"sum_{self.counters[key]}"), ir.Sum(loc=self.loc(expr.span)),
                               expr.span)
         for port, name in enumerate(names):
-            self.graph.add_edge(name, node.name, ir.Flow(port=port, loc=ir.Loc.of(expr.span)))
+            self.graph.add_edge(name, node.name, ir.Flow(port=port, loc=self.loc(expr.span)))
         return node
 
     def unary_node(self, kind: str, record, source, call: S.Call, path: str) -> NodeRef:
-        src = self.as_node(source, call.span)
+        src = self.as_node(source, call.args[0].span if call.args else call.span)
+        self._readable(src, call.span)
         key = (path, kind)
         self.counters[key] = self.counters.get(key, 0) + 1
         node = self._add_node(self._node_name(path, f"{kind}_{self.counters[key]}"), record, call.span)
         self.graph.add_edge(src, node.name, ir.Flow(loc=record.loc))
         return node
 
+    def _readable(self, name: str, span: Span) -> None:
+        if isinstance(self.graph.node(name), ir.Readout):
+            raise SpecError(f"'{name}' is a readout, which ends the network; nothing can read from it", span,
+                            hint="use the population the readout reads")
+
 
 class _Cascade(SpecError):
     """An error caused by an earlier one; it stops the statement without being reported."""
+
+
+class _Fatal(SpecError):
+    """A limit on the expansion: reported at once, elaboration stops."""
 
 
 class _Poison:
@@ -636,6 +811,15 @@ REQUIRED = _Required()
 @dataclass(frozen=True)
 class _SyntaxDefault:
     expr: Any
+
+
+class _Quotient(float):
+    """The float result of `a / b`, remembering its operands so a size error can show the division."""
+
+    def __new__(cls, value: float, a, b):
+        self = super().__new__(cls, value)
+        self.operands = (a, b)
+        return self
 
 
 def _is_number(v) -> bool:
@@ -664,16 +848,24 @@ def _arith(op: str, a, b):
         # Exact division stays an integer so sizes like n / ratio are whole when they should be.
         if _is_int(a) and _is_int(b) and b != 0 and a % b == 0:
             return a // b
-        return a / b
+        return _Quotient(a / b, a, b)
     if op == "//":
         return a // b
     if op == "%":
         return a % b
     if op == "**":
-        if _is_number(b) and abs(b) > 64:
-            raise OverflowError
+        if _is_int(a) and _is_int(b) and abs(a) > 1 and b > 64:
+            raise OverflowError   # before Python builds the huge integer
         return a ** b
     raise ValueError(op)
+
+
+def _op_hint(op: str, left, right) -> str | None:
+    if op == "+" and (_is_node(left) or _is_node(right)):
+        return "`a + b` of two layers is a residual (spike) sum; both sides must be layers"
+    if isinstance(left, list) and op == "*":
+        return "repeat a list with a whole number: [64] * 3"
+    return None
 
 
 def _kind(v) -> str:
@@ -749,10 +941,14 @@ PROJECTION_KINDS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+class _Misuse(Exception):
+    """A builtin function called with values it does not accept; the message follows `name()`."""
+
+
 def _num(name: str) -> Callable:
     def check(v):
         if not _is_number(v):
-            raise TypeError(f"{name} needs a number, got {_kind(v)}")
+            raise _Misuse(f"needs a number, got {_kind(v)}")
         return v
     return check
 
@@ -762,40 +958,68 @@ def _range(start, stop=None, step=1):
         start, stop = 0, start
     for v in (start, stop, step):
         if not _is_int(v):
-            raise TypeError(f"range needs whole numbers, got {_kind(v)}")
+            raise _Misuse(f"needs whole numbers, got {_kind(v)}")
     if step == 0:
-        raise ValueError("step must not be zero")
+        raise _Misuse("needs a step other than zero")
     if len(range(start, stop, step)) > MAX_LIST:
-        raise ValueError(f"more than {MAX_LIST:,} items")
+        raise _Misuse(f"would make more than {MAX_LIST:,} items")
     return list(range(start, stop, step))
 
 
 def _len(x):
     if not isinstance(x, (list, dict, str)):
-        raise TypeError(f"len needs a list, got {_kind(x)}")
+        raise _Misuse(f"needs a list, dictionary or string, got {_kind(x)}")
     return len(x)
 
 
+def _whole_of(name: str, fn: Callable) -> Callable:
+    def convert(x):
+        x = _num(name)(x)
+        if isinstance(x, float) and not math.isfinite(x):
+            raise _Misuse(f"needs a finite number, got {x}")
+        return fn(x)
+    return convert
+
+
+def _sqrt(x):
+    if _num("sqrt")(x) < 0:
+        raise _Misuse(f"needs a number >= 0, got {_show(x)}")
+    return math.sqrt(x)
+
+
+def _finite(name: str, v) -> float:
+    v = _num(name)(v)
+    if not math.isfinite(v):
+        raise _Misuse(f"needs finite numbers, got {v}")
+    return float(v)
+
+
 def _uniform(low, high):
-    return InitValue(ir.Init(rule="uniform", low=_num("uniform")(low), high=_num("uniform")(high)))
+    low, high = _finite("uniform", low), _finite("uniform", high)
+    if not low < high:
+        raise _Misuse(f"needs low < high, got low {low:g} and high {high:g}")
+    return InitValue(ir.Init(rule="uniform", low=low, high=high))
 
 
 def _normal(mean, std):
-    return InitValue(ir.Init(rule="normal", mean=_num("normal")(mean), std=_num("normal")(std)))
+    mean, std = _finite("normal", mean), _finite("normal", std)
+    if not std > 0:
+        raise _Misuse(f"needs a positive standard deviation, got {std:g}")
+    return InitValue(ir.Init(rule="normal", mean=mean, std=std))
 
 
 def _constant(value):
-    return InitValue(ir.Init(rule="constant", value=float(_num("constant")(value))))
+    return InitValue(ir.Init(rule="constant", value=_finite("constant", value)))
 
 
 FUNCTIONS: dict[str, tuple[dict, Callable]] = {
     "min": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: min(_num("min")(a), _num("min")(b))),
     "max": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: max(_num("max")(a), _num("max")(b))),
     "abs": ({"x": REQUIRED}, lambda x: abs(_num("abs")(x))),
-    "int": ({"x": REQUIRED}, lambda x: int(_num("int")(x))),
-    "floor": ({"x": REQUIRED}, lambda x: math.floor(_num("floor")(x))),
-    "ceil": ({"x": REQUIRED}, lambda x: math.ceil(_num("ceil")(x))),
-    "sqrt": ({"x": REQUIRED}, lambda x: math.sqrt(_num("sqrt")(x))),
+    "int": ({"x": REQUIRED}, _whole_of("int", int)),
+    "floor": ({"x": REQUIRED}, _whole_of("floor", math.floor)),
+    "ceil": ({"x": REQUIRED}, _whole_of("ceil", math.ceil)),
+    "sqrt": ({"x": REQUIRED}, _sqrt),
     "len": ({"x": REQUIRED}, _len),
     "range": ({"start": REQUIRED, "stop": None, "step": 1}, _range),
     "uniform": ({"low": REQUIRED, "high": REQUIRED}, _uniform),
@@ -804,7 +1028,74 @@ FUNCTIONS: dict[str, tuple[dict, Callable]] = {
 }
 
 
+def _whole(value, what: str, minimum: int, span: Span) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value) or value < minimum:
+        rule = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise SpecError(f"{what} must be {rule}, got {_show(value) if _is_number(value) else _kind(value)}", span)
+    return value
+
+
+# What users call IR fields, and the range each must lie in: (argument name, test, rule in words).
+_FIELD_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    "kernel": ("k", lambda v: v >= 1, "at least 1"),
+    "stride": ("stride", lambda v: v >= 1, "at least 1"),
+    "padding": ("pad", lambda v: v >= 0, "0 or more"),
+    "delay": ("delay", lambda v: v >= 0, "0 or more time steps"),
+    "tau": ("tau", lambda v: v >= 1, "at least 1 (the leak keeps 1 - 1/tau of the potential per step)"),
+    "theta": ("theta", lambda v: v > 0, "positive"),
+    "alpha": ("alpha", lambda v: v > 0, "positive (the surrogate's sharpness)"),
+    "epsilon": ("epsilon", lambda v: v > 0, "positive"),
+    "size": ("n", lambda v: v >= 1, "at least 1"),
+    "subtractive": ("sub", lambda v: True, ""),
+    "divisive": ("div", lambda v: True, ""),
+}
+
+
+def _check_field(cls, name: str, value, span: Span):
+    """Strict types (no `k = true`, no `sub = "yes"`) and ranges, with the user's argument name."""
+    info = cls.model_fields.get(name)
+    if info is None:
+        return value
+    arg = _FIELD_RULES.get(name, (name,))[0]
+    given = value
+    kind = info.annotation
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{arg} must be true or false, got {_kind(value)}", span)
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not _is_int(value):
+            raise SpecError(f"{arg} must be a whole number, got {_kind(value)}", span)
+    elif kind is float:
+        if not _is_number(value):
+            raise SpecError(f"{arg} must be a number, got {_kind(value)}", span)
+        value = float(value)
+    elif get_origin(kind) is Literal:
+        options = get_args(kind)
+        if not isinstance(value, str) or value not in options:
+            hint = did_you_mean(value, options) if isinstance(value, str) else None
+            raise SpecError(f"{arg} must be one of {', '.join(options)}; got {_kind(value)}", span,
+                            hint=hint)
+        return str(value)
+    else:
+        return value
+    if name in _FIELD_RULES:
+        _, ok, rule = _FIELD_RULES[name]
+        if not ok(value):
+            raise SpecError(f"{arg} must be {rule}, got {_show(given)}", span)
+    return value
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 def _shape(value, span: Span) -> tuple[int, ...]:
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
     if not isinstance(value, list) or not value or not all(_is_int(v) and v > 0 for v in value):
         raise SpecError(f"an input shape is a list of positive whole numbers, got {_show(value)}", span,
                         hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")
@@ -813,39 +1104,40 @@ def _shape(value, span: Span) -> tuple[int, ...]:
 
 def _input(encoding: str):
     def build(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
-        args = el.bind_args(call, {"shape": REQUIRED, "T": REQUIRED}, scope, path, ambient=True)
-        if any(isinstance(r, ir.Input) for _, r in el.graph.nodes()):
-            raise SpecError("a network has one input", call.span)
-        T = args["T"]
-        if not _is_int(T) or T <= 0:
-            raise SpecError(f"T must be a positive whole number, got {_show(T)}", call.span)
-        record = ir.Input(shape=_shape(args["shape"], call.span), encoding=encoding, T=T, loc=ir.Loc.of(call.span))
+        spans: dict[str, Span] = {}
+        args = el.bind_args(call, {"shape": REQUIRED, "T": REQUIRED}, scope, path, ambient=True, spans=spans)
+        first = next((r for _, r in el.graph.nodes(ir.Input)), None)
+        if first is not None:
+            raise SpecError("a network has one input", call.span, notes=[(first.loc.span(), "the input")],
+                            hint="reuse it: bind it to a name, `x = image(input)`, and read x twice")
+        T = _whole(args["T"], "T (time steps)", 1, spans.get("T", call.span))
+        record = ir.Input(shape=_shape(args["shape"], spans.get("shape", call.span)), encoding=encoding, T=T,
+                          loc=el.loc(call.span))
         return el._add_node(el._node_name(path, "input"), record, call.span)
     return build
 
 
 def _pool(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
-    args = el.bind_args(call, {"x": REQUIRED, "k": 2, "stride": None}, scope, path)
-    k = args["k"]
-    stride = k if args["stride"] is None else args["stride"]
-    if not (_is_int(k) and k > 0 and _is_int(stride) and stride > 0):
-        raise SpecError("pool size and stride must be positive whole numbers", call.span)
-    return el.unary_node("pool", ir.Pool(kernel=k, stride=stride, loc=ir.Loc.of(call.span)), args["x"], call, path)
+    spans: dict[str, Span] = {}
+    args = el.bind_args(call, {"x": REQUIRED, "k": 2, "stride": None}, scope, path, spans=spans)
+    k = _whole(args["k"], "pool size k", 1, spans.get("k", call.span))
+    stride = k if args["stride"] is None else _whole(args["stride"], "pool stride", 1, spans.get("stride", call.span))
+    return el.unary_node("pool", ir.Pool(kernel=k, stride=stride, loc=el.loc(call.span)), args["x"], call, path)
 
 
 def _global_pool(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
     args = el.bind_args(call, {"x": REQUIRED}, scope, path)
-    return el.unary_node("pool", ir.Pool(global_pool=True, loc=ir.Loc.of(call.span)), args["x"], call, path)
+    return el.unary_node("pool", ir.Pool(global_pool=True, loc=el.loc(call.span)), args["x"], call, path)
 
 
 def _flatten(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
     args = el.bind_args(call, {"x": REQUIRED}, scope, path)
-    return el.unary_node("flatten", ir.Flatten(loc=ir.Loc.of(call.span)), args["x"], call, path)
+    return el.unary_node("flatten", ir.Flatten(loc=el.loc(call.span)), args["x"], call, path)
 
 
 def _readout(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
     args = el.bind_args(call, {"x": REQUIRED}, scope, path)
-    return el.unary_node("readout", ir.Readout(loc=ir.Loc.of(call.span)), args["x"], call, path)
+    return el.unary_node("readout", ir.Readout(loc=el.loc(call.span)), args["x"], call, path)
 
 
 def _add(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:

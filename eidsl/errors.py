@@ -26,6 +26,9 @@ class Span:
     column: int
     end_line: int = 0
     end_column: int = 0
+    # The motif calls (innermost first) that produced the text here, when known (spans of IR
+    # records carry them): an error at this span is then reported at the user's call.
+    via: tuple["Span", ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
@@ -53,6 +56,8 @@ class SpecError(EidslError):
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+        if self.span is not None and self.span.via:
+            place(self, self.span.via)
 
     def __str__(self) -> str:
         return self.message
@@ -81,21 +86,47 @@ class SpecErrors(EidslError):
         return "\n".join(e.render() for e in self.errors)
 
 
+def source_text(span: Span) -> str | None:
+    """The spec text a one-line span covers, if the file is known."""
+    text = _SOURCES.get(span.file)
+    if text is None or span.end_line != span.line or span.end_column <= span.column:
+        return None
+    lines = text.splitlines()
+    if not 1 <= span.line <= len(lines):
+        return None
+    return lines[span.line - 1][span.column - 1: span.end_column - 1]
+
+
 def _quote(span: Span) -> list[str]:
     text = _SOURCES.get(span.file)
     if text is None:
         try:
             text = Path(span.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, ValueError):
             return []
     lines = text.splitlines()
     if not 1 <= span.line <= len(lines):
         return []
-    src = lines[span.line - 1].replace("\t", " ")
+    # Tabs count as one column, like any character; unprintable ones are shown as '?'.
+    src = "".join(c if c.isprintable() else "?" for c in lines[span.line - 1].replace("\t", " "))
+    col = min(max(span.column, 1), len(src) + 1)
     width = 1
-    if span.end_line == span.line and span.end_column > span.column:
-        width = span.end_column - span.column
-    return [f"    {src}", "    " + " " * (span.column - 1) + "^" * max(1, min(width, len(src) - span.column + 1))]
+    if span.end_line == span.line and span.end_column > col:
+        width = span.end_column - col
+    width = max(1, min(width, len(src) - col + 1))
+    # A very long line (minified or generated text) is shown as a window around the column.
+    if len(src) > QUOTE_WIDTH:
+        start = max(0, min(col - 1 - QUOTE_WIDTH // 3, len(src) - QUOTE_WIDTH))
+        shown = src[start:start + QUOTE_WIDTH]
+        prefix = "..." if start > 0 else ""
+        suffix = "..." if start + QUOTE_WIDTH < len(src) else ""
+        src = prefix + shown + suffix
+        col = col - start + len(prefix)
+        width = max(1, min(width, QUOTE_WIDTH - (col - len(prefix) - 1)))
+    return [f"    {src}", "    " + " " * (col - 1) + "^" * width]
+
+
+QUOTE_WIDTH = 100
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
@@ -106,7 +137,54 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
 
 def raise_all(errors: list[SpecError]) -> None:
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise SpecErrors(errors)
+    """Raise what was found; the same message at the same place is reported once."""
+    unique = list({(e.span, e.message): e for e in errors}.values())
+    if len(unique) == 1:
+        raise unique[0]
+    if unique:
+        raise SpecErrors(unique)
+
+
+# Folders whose spec text users do not edit (the standard library): an error found
+# there is reported at the user's call into it.
+LIBRARY_DIRS: list[Path] = []
+
+
+def in_library(span: Span | None) -> bool:
+    if span is None:
+        return False
+    try:
+        path = Path(span.file).resolve()
+    except (OSError, ValueError):
+        return False
+    return any(path.is_relative_to(d) for d in LIBRARY_DIRS)
+
+
+MAX_CALL_NOTES = 4
+
+
+def place(err: SpecError, calls: Iterable[Span]) -> SpecError:
+    """Attach the chain of motif calls (innermost first) that led to `err`.
+
+    An error inside the standard library moves to the innermost call written by the
+    user, with a note pointing into the library; an error in a user's motif keeps its
+    place and gains notes for the calls that reached it.
+    """
+    if getattr(err, "placed", False):
+        return err
+    calls = list(dict.fromkeys(c for c in calls if c is not None))   # a recursive call repeats its site
+    notes = list(err.notes)
+    if in_library(err.span):
+        user = next((c for c in calls if not in_library(c)), None)
+        if user is not None:
+            notes.insert(0, (err.span, "inside the standard library, here"))
+            err.span = user
+            calls = calls[calls.index(user) + 1:]
+    user_calls = [c for c in calls if not in_library(c) and c != err.span]
+    shown = user_calls[:MAX_CALL_NOTES]
+    notes += [(c, "in the motif called here") for c in shown]
+    if len(user_calls) > len(shown):
+        notes.append((user_calls[-1], f"... {len(user_calls) - len(shown)} more calls, the outermost here"))
+    err.notes = notes
+    err.placed = True
+    return err

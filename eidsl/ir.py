@@ -27,13 +27,17 @@ class Loc(BaseModel):
     column: int
     end_line: int = 0
     end_column: int = 0
+    via: tuple["Loc", ...] = ()       # the motif calls that produced it, innermost first
 
     @classmethod
-    def of(cls, span: Span | None) -> "Loc | None":
-        return None if span is None else cls(**span.to_json())
+    def of(cls, span: Span | None, via: tuple[Span, ...] = ()) -> "Loc | None":
+        if span is None:
+            return None
+        return cls(**span.to_json(), via=tuple(cls(**s.to_json()) for s in via))
 
     def span(self) -> Span:
-        return Span(self.file, self.line, self.column, self.end_line, self.end_column)
+        return Span(self.file, self.line, self.column, self.end_line, self.end_column,
+                    tuple(loc.span() for loc in self.via))
 
 
 class Init(BaseModel):

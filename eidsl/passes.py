@@ -11,22 +11,23 @@ import os
 import networkx as nx
 
 from . import ir
-from .errors import SpecError, Span, raise_all
+from .errors import EidslError, SpecError, Span, raise_all
 
 
 def _span(rec) -> Span | None:
     return rec.loc.span() if rec.loc else None
 
 
-def check(graph: ir.Graph) -> ir.Graph:
-    """Run every pass; raise all independent errors together."""
+def check(graph: ir.Graph, batch: int = 1, memory_limit: float | None = None) -> ir.Graph:
+    """Run every pass; raise all independent errors together. The size check is for a training
+    step at `batch` against `memory_limit` bytes (None: the memory available now)."""
     order = time_order(graph)
     errors = infer_shapes(graph, order)
     raise_all(errors)
-    raise_all(check_signs(graph))
-    raise_all(check_reachability(graph))
+    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph)
+              + check_inhibition(graph))
     infer_fan_in(graph)
-    check_size(graph)
+    check_size(graph, batch, memory_limit)
     return graph
 
 
@@ -97,14 +98,14 @@ def _node_shape(graph, name, rec, shapes, final):
     if isinstance(rec, ir.Pool):
         if len(src_shape) != 3:
             raise SpecError(f"pooling needs a (channels, height, width) input, got shape {_fmt(src_shape)}",
-                            _span(rec))
+                            _span(rec), hint="pool before flattening")
         c, h, w = src_shape
         if rec.global_pool:
             return (c, 1, 1)
         oh, ow = (h - rec.kernel) // rec.stride + 1, (w - rec.kernel) // rec.stride + 1
         if oh < 1 or ow < 1:
-            raise SpecError(f"pool of size {rec.kernel} does not fit a {h}x{w} input", _span(rec),
-                            hint="use fewer pooling layers or a larger input")
+            raise SpecError(f"a {rec.kernel}x{rec.kernel} pool does not fit the {h}x{w} input of '{inputs[0][0]}'",
+                            _span(rec), hint="use fewer pooling layers, a smaller pool or a larger input")
         return (c, oh, ow)
     if isinstance(rec, ir.Flatten):
         return (math.prod(src_shape),)
@@ -115,7 +116,8 @@ def _node_shape(graph, name, rec, shapes, final):
         if len(set(got.values())) > 1:
             listing = ", ".join(f"'{s}' {_fmt(v)}" for s, v in got.items())
             raise SpecError(f"shape mismatch at residual sum: {listing}", _span(rec),
-                            hint="add a downsample projection (1x1 conv with the stride) on the shortcut")
+                            hint="both sides of a sum need one shape; on the shortcut, add a downsample "
+                                 "projection (a 1x1 conv with the stride)")
         return src_shape
     return None
 
@@ -132,7 +134,7 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
             if edge.op == "dense":
                 if len(s) != 1:
                     raise SpecError(f"a dense projection needs a flat input, but '{src}' has shape {_fmt(s)}",
-                                    _span(edge), hint="flatten it first: `h = flatten(h)`")
+                                    _span(edge), hint="flatten it first, `h = flatten(h)`, or use a conv projection")
                 here = ()
             else:
                 if len(s) != 3:
@@ -142,8 +144,9 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
                 oh = (h + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 ow = (w + 2 * edge.padding - edge.kernel) // edge.stride + 1
                 if oh < 1 or ow < 1:
-                    raise SpecError(f"a {edge.kernel}x{edge.kernel} conv does not fit the {h}x{w} input of '{src}'",
-                                    _span(edge))
+                    raise SpecError(f"a {edge.kernel}x{edge.kernel} conv with padding {edge.padding} does not fit "
+                                    f"the {h}x{w} input of '{src}'", _span(edge),
+                                    hint="use a smaller kernel or more padding")
                 here = (oh, ow)
         elif isinstance(edge, ir.Inhibition):
             here = s[1:]
@@ -154,7 +157,7 @@ def _population_shape(graph, name, rec: ir.Population, shapes, final):
         elif spatial != here:
             raise SpecError(f"inputs of population '{name}' disagree on its spatial shape: "
                             f"{_fmt(spatial) if spatial else 'flat'} vs {_fmt(here) if here else 'flat'} from '{src}'",
-                            _span(edge), hint="match stride and padding of the projections into it")
+                            _span(edge), hint="match kernel, stride and padding of the projections into it")
     if not seen:
         if final and not any(True for _ in graph.in_edges(name)):
             raise SpecError(f"population '{name}' receives no input", _span(rec),
@@ -169,16 +172,20 @@ def _fmt(shape) -> str:
 
 # ---------------------------------------------------------------- Dale's law
 
-def node_sign(graph: ir.Graph, name: str, _seen=None) -> str:
-    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign."""
-    rec = graph.node(name)
-    if isinstance(rec, (ir.Population, ir.Input)):
-        return rec.sign
-    _seen = _seen or set()
-    if name in _seen:
-        return "free"
-    _seen.add(name)
-    signs = {node_sign(graph, src, _seen) for src, _ in graph.in_edges(name)}
+def node_sign(graph: ir.Graph, name: str) -> str:
+    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign
+    (when those all agree, else they are sign-free)."""
+    signs, seen, stack = set(), set(), [name]
+    while stack:   # iterative: a chain of thousands of pools must not exhaust the stack
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        rec = graph.node(node)
+        if isinstance(rec, (ir.Population, ir.Input)):
+            signs.add(rec.sign)
+        else:
+            stack.extend(src for src, _ in graph.in_edges(node))
     return signs.pop() if len(signs) == 1 else "free"
 
 
@@ -190,11 +197,12 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         s, d = graph.node(src), graph.node(dst)
         s_sign = node_sign(graph, src)
         if not isinstance(d, ir.Population):
-            errors.append(SpecError(f"a projection must end on a population, not a {d.kind}", _span(edge)))
+            errors.append(SpecError(f"a projection must end on a population, not {_a(d.kind)}", _span(edge)))
             continue
         if isinstance(edge, ir.Projection) and s_sign == "inh":
             errors.append(SpecError(f"Dale's law: inhibitory '{src}' cannot excite '{dst}' with '->'", _span(edge),
-                                    hint="inhibitory populations project with '-|' (inhibit)"))
+                                    hint="inhibitory populations project with '-|' (inhibit); declare the source "
+                                         "`exc` if it should excite, or `pop` for a sign-free baseline"))
         if isinstance(edge, ir.Inhibition) and s_sign == "exc":
             errors.append(SpecError(f"Dale's law: excitatory '{src}' cannot inhibit '{dst}' with '-|'", _span(edge),
                                     hint="excitatory populations project with '->'; route inhibition through "
@@ -208,6 +216,10 @@ def check_signs(graph: ir.Graph) -> list[SpecError]:
         signed = s_sign != "free" and d.sign != "free" and d.dale
         graph.replace_edge(src, dst, nonneg=signed)
     return errors
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 # ---------------------------------------------------------------- reachability
@@ -227,6 +239,44 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
         elif name not in feeds_output:
             errors.append(SpecError(f"'{name}' does not reach the readout (dangling {rec.kind})", _span(rec),
                                     hint="connect it to a later layer, or remove it"))
+    return errors
+
+
+# ---------------------------------------------------------------- readout and delays
+
+def check_readout(graph: ir.Graph) -> list[SpecError]:
+    """The readout ends the network with one value per class: (B, classes) logits."""
+    errors = []
+    for name, rec in graph.nodes(ir.Readout):
+        for _, edge in graph.out_edges(name):
+            errors.append(SpecError(f"'{name}' is a readout, which ends the network; nothing can read from it",
+                                    _span(edge)))
+        if rec.shape is not None and len(rec.shape) != 1:
+            errors.append(SpecError(f"the readout needs one value per class, but its input has shape "
+                                    f"{_fmt(rec.shape)}", _span(rec),
+                                    hint="flatten (or global_avgpool, then flatten) before the classifier"))
+    return errors
+
+
+def check_delays(graph: ir.Graph) -> list[SpecError]:
+    T = next((r.T for _, r in graph.nodes(ir.Input)), None)
+    errors = []
+    for src, dst, edge in graph.edges():
+        delay = getattr(edge, "delay", 0)
+        if T is not None and delay >= T:
+            errors.append(SpecError(f"a delay of {delay} steps is not shorter than T = {T}, so '{src}' -> '{dst}' "
+                                    "would only ever carry zeros", _span(edge), hint=f"use a delay below {T}"))
+    return errors
+
+
+def check_inhibition(graph: ir.Graph) -> list[SpecError]:
+    errors = []
+    for src, dst, edge in graph.edges(ir.Inhibition):
+        s = graph.node(src)
+        if edge.divisive and isinstance(s, ir.Population) and s.model != "current" and s.gain is None:
+            errors.append(SpecError(f"divisive inhibition from '{src}' needs its gain g_I", _span(edge),
+                                    hint="give the population one, `inh I = relu(n, gain = gain_control)`, "
+                                         "or make the inhibition subtractive only (div = false)"))
     return errors
 
 
@@ -279,36 +329,127 @@ def neuron_counts(graph: ir.Graph) -> dict[str, int]:
 
 
 def available_memory() -> int:
+    """Memory a new allocation can get now: the kernel's MemAvailable, capped by the container's
+    cgroup limit when there is one (MemAvailable shows the host's memory inside containers)."""
+    sizes = []
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    sizes.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f, open(usage_file) as g:
+                limit, usage = f.read().strip(), int(g.read())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:      # "max" or a huge number: no limit
+            sizes.append(max(int(limit) - usage, 0))
+    if not sizes:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return min(sizes)
+
+
+# Floats one training step holds per element of a node's output, for each of the T*B folded
+# rows: the output, what autograd saves of it for the backward, its gradient, and the largest
+# transient of the op (compiler/ops.py). Rounded up from measured peaks of training steps
+# (docs/reliability.md; bench/memory.py re-measures them).
+ACTIVATION_FLOATS = {
+    "input": 2,       # the T-fold copy of the batch that the first projection saves, and the batch
+    "lif": 5,         # spikes (saved by the next projection) and the per-step list they are stacked
+                      # from, v - theta per step (the surrogate's input), gradients of spikes and current
+    "relu": 3,        # output (saved by relu and by the inhibition product), its gradient, its current
+    "current": 3,
+    "batchnorm": 2,   # the normalised current BatchNorm saves, and its gradient
+    "inhibited": 6,   # saved: the balanced current g_E (I_EE - I_sub) and the divisor, which the
+                      # product and the division keep, [s_I, g_I s_I] (I has n/ratio neurons, twice);
+                      # made and dropped: I_EE, I_sub, I_div, the min-positive copy; gradients of each
+    "pool": 2, "sum": 2, "flatten": 0, "readout": 1,
+}
+FLOAT_BYTES = 4
+
+
+def activation_floats(graph: ir.Graph, name: str, rec) -> int:
+    if isinstance(rec, ir.Population):
+        floats = ACTIVATION_FLOATS[rec.model]
+        if rec.norm == "batchnorm":
+            floats += ACTIVATION_FLOATS["batchnorm"]
+        if any(True for _ in graph.in_edges(name, ir.Inhibition)):
+            floats += ACTIVATION_FLOATS["inhibited"]
+        return floats
+    return ACTIVATION_FLOATS[rec.kind]
+
+
+def _weights(graph: ir.Graph, src: str, dst: str, edge) -> int:
+    size = graph.node(dst).size
+    if isinstance(edge, ir.Inhibition):
+        paths = 1 if edge.shared or not (edge.subtractive and edge.divisive) else 2
+        return paths * size * graph.node(src).size
+    return size * (edge.fan_in or projection_fan_in(graph, src, edge))
+
+
+def _copied_weights(graph: ir.Graph) -> int:
+    """Weights the runtime copies each step: projections fused with a sibling (torch.cat of W_EE and
+    W_IE, saved for the backward) and W_EI under the E-I Prop gradient scale."""
+    total = 0
+    for src in graph.g:
+        groups: dict[tuple, list[int]] = {}
+        for dst, edge in graph.out_edges(src, ir.Projection):
+            key = (edge.op, edge.kernel, edge.stride, edge.padding)
+            groups.setdefault(key, []).append(_weights(graph, src, dst, edge))
+        total += sum(sum(w) for w in groups.values() if len(w) > 1)
+    total += sum(_weights(graph, s, d, e) for s, d, e in graph.edges(ir.Inhibition) if e.grad_scale)
+    return total
 
 
 def estimate_bytes(graph: ir.Graph, batch: int = 1, T: int | None = None) -> dict[str, int]:
-    """Parameter and activation memory of one training step, before anything is allocated."""
-    T = T or next(r.T for _, r in graph.nodes(ir.Input))
+    """Memory of one training step (SGD with momentum) at this batch size, from the IR alone,
+    before anything is allocated. Python integers: sizes of absurd specs do not overflow."""
+    T = T or graph.node(graph.input_name).T
     params = sum(count_parameters(graph).values())
-    values = sum(math.prod(r.shape or (1,)) for _, r in graph.nodes() if not isinstance(r, ir.Input))
-    # float32 weights + gradient + momentum; each activation kept for the backward, about twice.
-    return {"parameters": params, "parameter_bytes": 12 * params,
-            "activation_bytes": 8 * values * batch * T}
+    # weight, gradient and momentum buffer; each copied weight and its gradient
+    parameter_bytes = FLOAT_BYTES * (3 * params + 2 * _copied_weights(graph))
+    floats = sum(activation_floats(graph, name, rec) * math.prod(_out_shape(rec))
+                 for name, rec in graph.nodes())
+    activation_bytes = FLOAT_BYTES * floats * T * batch
+    return {"parameters": params, "parameter_bytes": parameter_bytes, "activation_bytes": activation_bytes,
+            "total_bytes": parameter_bytes + activation_bytes, "batch": batch, "T": T}
 
 
-def check_size(graph: ir.Graph, batch: int = 1, limit: int | None = None) -> dict[str, int]:
+def _out_shape(rec) -> tuple[int, ...]:
+    if rec.shape is not None:
+        return rec.shape
+    return (rec.size,) if isinstance(rec, ir.Population) else (1,)
+
+
+def check_size(graph: ir.Graph, batch: int = 1, limit: float | None = None) -> dict[str, int]:
+    """Refuse a network whose training step would not fit in `limit` bytes (None: the memory
+    available now; math.inf: no limit)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise EidslError(f"batch must be a positive whole number, got {batch!r}")
+    if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
+        raise EidslError(f"a memory limit is a positive number of bytes, got {limit!r}")
     est = estimate_bytes(graph, batch)
-    limit = limit or available_memory()
-    need = est["parameter_bytes"] + est["activation_bytes"]
-    if need > limit:
-        raise SpecError(f"network too large: about {_gib(need)} for {est['parameters']:,} parameters "
-                        f"at batch {batch}, more than the {_gib(limit)} available", _span(graph),
-                        hint="reduce the sizes, or raise the limit with --memory-limit")
+    if limit is None:
+        limit, what = available_memory(), "memory available"
+    else:
+        what = "memory limit"
+    if est["total_bytes"] > limit:
+        raise SpecError(f"network too large: a training step at batch {batch:,} and T = {est['T']} needs about "
+                        f"{format_bytes(est['total_bytes'])} ({est['parameters']:,} parameters: "
+                        f"{format_bytes(est['parameter_bytes'])} with gradients and momentum; activations: "
+                        f"{format_bytes(est['activation_bytes'])}), more than the {format_bytes(limit)} {what}",
+                        _span(graph), hint="reduce the layer sizes, the batch size or T, or override the limit "
+                                           "with --memory-limit SIZE (memory_limit= in the Python API)")
     return est
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+def format_bytes(n: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n)} bytes"

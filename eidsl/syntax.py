@@ -6,6 +6,11 @@ from typing import Union
 
 from .errors import Span
 
+# Whole numbers beyond this are refused (as literals and as arithmetic results):
+# no size or setting needs more, and unbounded integers would let a loop of
+# squarings eat the machine.
+MAX_INT = 2 ** 64
+
 
 @dataclass(frozen=True)
 class Num:
