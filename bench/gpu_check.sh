@@ -11,8 +11,9 @@ import torch
 assert torch.cuda.is_available(), "no CUDA device visible to torch"
 print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__)
 PY
-# fp32: every case, compiled VGG-8 and MLP-8 included.
-timeout 200 python3 -m bench --device cuda --reps 10 --compile vgg8 mlp8 --no-scaling --json "$out/cuda_fp32.json"
-# bf16 autocast: the same cases without compile, plus the logits' difference to fp32.
-timeout 90 python3 -m bench --device cuda --reps 10 --amp bf16 --compile --no-scaling --no-lif --json "$out/cuda_bf16.json"
+# fp32: every case, peak memory, the eager-before column, LIF variants, compiled VGG-8 (~3.5 min).
+timeout 210 python3 -m bench --device cuda --reps 10 --before --compile vgg8 --no-scaling --json "$out/cuda_fp32.json"
+# bf16 autocast: VGG-8 and MLP-8 without compile, plus the logits' difference to fp32 (~1 min).
+timeout 80 python3 -m bench --device cuda --reps 10 --amp bf16 --cases vgg8 mlp8 --compile --no-memory \
+    --no-scaling --no-lif --json "$out/cuda_bf16.json"
 echo "results in $out/"

@@ -19,7 +19,8 @@ def bench(quick: bool = typer.Option(False, "--quick", help="under 3 minutes: VG
           channels_last: bool = typer.Option(False, "--channels-last", help="channels-last inputs and weights"),
           threads: int = typer.Option(2, "--threads", help="torch.set_num_threads"),
           cases: Optional[List[str]] = typer.Option(None, "--case", help="vgg8, resnet18, mlp8 (repeatable)"),
-          reps: Optional[int] = typer.Option(None, "--reps", help="timed repetitions per model")):
+          reps: Optional[int] = typer.Option(None, "--reps", help="timed repetitions per model"),
+          before: bool = typer.Option(False, "--before", help="also time the plain autograd formulas")):
     """Training step time and peak memory of E-I networks vs their BN-SNN and conv-only floor."""
     try:
         from bench.__main__ import main
@@ -35,6 +36,7 @@ def bench(quick: bool = typer.Option(False, "--quick", help="under 3 minutes: VG
     argv += ["--channels-last"] if channels_last else []
     argv += ["--cases", *cases] if cases else []
     argv += ["--reps", str(reps)] if reps else []
+    argv += ["--before"] if before else []
     try:
         main(argv)
     except SystemExit as exc:
