@@ -11,7 +11,7 @@ from rich.console import Console
 
 # Scaling: T grows at batch "T_batch"; the batch grows at T = 4.
 QUICK = {"cases": ["vgg8", "mlp8"], "reps": 3, "compile": [], "memory": ["vgg8"], "scaling": "mlp8",
-         "Ts": [1, 2, 4, 8, 16], "T_batch": 16, "batches": [16, 32, 64, 128], "scaling_reps": 3}
+         "Ts": [1, 2, 4, 8, 16], "T_batch": 8, "batches": [16, 32, 64, 128], "scaling_reps": 2}
 FULL = {"cases": ["vgg8", "resnet18", "mlp8"], "reps": 7, "compile": ["vgg8", "mlp8"],
         "memory": ["vgg8", "resnet18", "mlp8"], "scaling": "vgg8", "Ts": [1, 2, 4, 8, 16], "T_batch": 8,
         "batches": [4, 8, 16, 32], "scaling_reps": 3}

@@ -70,7 +70,10 @@ def peak_mb(case_key: str, kind: str, device: str = "cpu", T: int = 4, amp: str 
         return {"error": "timeout"}
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"error": f"unreadable output: {done.stdout[-200:]!r}"}
 
 
 def main() -> None:
