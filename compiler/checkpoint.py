@@ -14,19 +14,14 @@ import torch
 from torch import nn
 
 from eidsl.builds import file_mode
-from eidsl.errors import EidslError, did_you_mean
+from eidsl.errors import EidslError, HintedError, did_you_mean
 
 # Prefixes that wrappers add to state-dict keys (torch.compile, DistributedDataParallel).
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
-class CheckpointError(EidslError):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
-
-    def render(self) -> str:
-        return f"error: {self}" + (f"\nhint: {self.hint}" if self.hint else "")
+class CheckpointError(HintedError):
+    pass
 
 
 def _strip(key: str) -> str:

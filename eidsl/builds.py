@@ -17,19 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ir
-from .errors import EidslError
+from .errors import EidslError, HintedError
 
 FORMAT = "eidsl-build/1"
 COMPILE_HINT = "run `eidsl compile SPEC` first"
 
 
-class BuildError(EidslError):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
-
-    def render(self) -> str:
-        return f"error: {self}" + (f"\nhint: {self.hint}" if self.hint else "")
+class BuildError(HintedError):
+    pass
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,17 @@ class EidslError(Exception):
         return f"error: {self}"
 
 
+class HintedError(EidslError):
+    """An error about a file or setting rather than spec text: one line, then an optional hint."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def render(self) -> str:
+        return f"error: {self}" + (f"\nhint: {self.hint}" if self.hint else "")
+
+
 @dataclass
 class SpecError(EidslError):
     message: str
