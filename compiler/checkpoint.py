@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from eidsl.builds import file_mode
-from eidsl.errors import EidslError, HintedError, did_you_mean
+from eidsl.errors import HintedError, did_you_mean
 
 # Prefixes that wrappers add to state-dict keys (torch.compile, DistributedDataParallel).
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ir
-from .errors import EidslError, HintedError
+from .errors import HintedError
 
 FORMAT = "eidsl-build/1"
 COMPILE_HINT = "run `eidsl compile SPEC` first"
