@@ -39,7 +39,7 @@ def test_the_harness_tells_crashes_from_located_errors(tmp_path):
     assert not located(EidslError("no place"))
     (tmp_path / "x").mkdir()
     case = make_case("network", 3)
-    case.files["net.ei"] = 'import "std"\nnetwork n(T = 2) {\n    return readout(image([1, 2, 2]))\n}\n'
+    case.files["net.ei"] = 'import "std"\nnetwork n(T = 2) {\n    return readout(flatten(image([1, 2, 2])))\n}\n'
     assert run_case(case, tmp_path / "x") == "compiled"     # no parameters: forward only
     case.files["net.ei"] = "network n( {"
     assert run_case(case, tmp_path / "x") == "error:check"
