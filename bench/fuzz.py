@@ -240,7 +240,7 @@ def network_case(rng: random.Random, seed: int = 0) -> Case:
             else:
                 lines.append(f"    r{i} = h")
                 saved.append((f"r{i}", spatial))
-    if spatial and rare(rng, 0.15):
+    if spatial and rare(rng, 0.05):
         readout = "readout(h)"                   # a spatial readout
     else:
         head = "h" if not spatial or rare(rng, 0.1) else "flatten(h)"
@@ -283,10 +283,11 @@ def _circuit(rng, i, spatial, size, bad_size, bools) -> list[str]:
     if not rare(rng, 0.05):
         out.append(f"    h -> I{i} : {_projection(rng, spatial, w)}")
     if not rare(rng, 0.05):
-        sub, div = rng.choice([("true", "true"), ("true", "true"), ("true", "false"), ("false", "true"), ("false", "false")])
+        sub, div = _odd(rng, [("true", "true"), ("true", "true"), ("true", "false"), ("false", "true")],
+                        [("false", "false")], 0.05)
         out.append(f"    I{i} -| E{i} : inhibit(sub = {sub}, div = {div}, shared = {rng.choice(bools)}, "
                    f"init = {rng.choice(['0', '0.25', 'ei_balanced', 'uniform(0, 1)'])}, "
-                   f"stabilize = {rng.choice(['min_positive', 'epsilon', 'none'])}, epsilon = {rng.choice(['1e-8', '0'])}, "
+                   f"stabilize = {rng.choice(['min_positive', 'epsilon', 'none'])}, epsilon = {_odd(rng, ['1e-8', '1e-3'], ['0'])}, "
                    f"ste = {rng.choice(bools)}, grad_scale = {rng.choice(bools)}"
                    f"{', delay = 1' if rare(rng, 0.05) else ''})")
     if rare(rng, 0.08):     # recurrence through a delay
