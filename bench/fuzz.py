@@ -372,6 +372,8 @@ SMALL_SETS = {
     "vgg.ei": lambda rng: {"depth": rng.choice(["8", "11", "9"]), "input": rng.choice(["[3, 32, 32]", "[1, 32, 32]"]),
                            "T": rng.choice(["1", "2"])},
     "resnet.ei": lambda rng: {"input": rng.choice(["[3, 32, 32]", "[3, 8, 8]", "[1, 16, 16]"]), "T": "1"},
+    "convnet.ei": lambda rng: {"input": rng.choice(["[1, 28, 28]", "[1, 8, 8]", "[3, 4, 4]"]),
+                               "width": rng.choice(["4", "8", "0"]), "T": rng.choice(["1", "2"])},
 }
 
 

@@ -30,7 +30,19 @@ STATE = "train_state/"
 
 
 class CheckpointError(EidslError):
-    """A checkpoint is missing, unreadable or not an eidsl checkpoint."""
+    """A checkpoint is missing, unreadable, not an eidsl checkpoint, or not this network's."""
+
+
+class SaveError(CheckpointError, OSError):
+    """A file of the run could not be written (disk full, no permission); its previous version is intact.
+    Still an OSError, with the original errno, for callers that handle those."""
+
+
+def write_error(path: Path, exc: OSError) -> SaveError:
+    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    error = SaveError(f"cannot write {path}: {exc.strerror or exc}; {kept}")
+    error.errno = exc.errno
+    return error
 
 
 @dataclass
@@ -56,6 +68,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -152,6 +167,49 @@ def load(path: str | Path, with_state: bool = True) -> Checkpoint:
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATE)}
     state = _join(json.loads(metadata["state"]), tensors) if with_state and "state" in metadata else None
     return Checkpoint(weights, state, json.loads(metadata.get("meta", "{}")))
+
+
+def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load `weights` into `net`, or say in one line which keys and shapes do not fit."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} is {tuple(weights[k].shape)} here but {tuple(own[k].shape)} in the network"
+              for k in own if k in weights and weights[k].shape != own[k].shape]
+    problems = ([f"missing {_some(missing)}"] if missing else []) + \
+               ([f"unknown {_some(unexpected)}"] if unexpected else []) + shapes[:2]
+    if problems:
+        raise CheckpointError(f"{path}: the weights do not fit the network: {'; '.join(problems)}")
+    net.load_state_dict({k: v.to(own[k].device) for k, v in weights.items()})
+
+
+def check_network(meta: dict[str, Any], graph_json: dict[str, Any], path: str | Path, what: str) -> None:
+    """Refuse a checkpoint written for another network than `graph_json` (spec positions aside)."""
+    saved = meta.get("graph")
+    if saved is None or _network(saved) == _network(graph_json):
+        return
+    mine, theirs = graph_json.get("params", {}), saved.get("params", {})
+    differ = [f"{k}={theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted({*mine, *theirs})
+              if mine.get(k) != theirs.get(k)]
+    why = "; ".join(differ[:3]) if differ else "same parameters, different structure (another spec)"
+    origin = f" of {meta['spec']}" if meta.get("spec") else ""
+    raise CheckpointError(f"{path}: the checkpoint holds network '{saved.get('name')}'{origin}, not the one "
+                          f"{what} ('{graph_json.get('name')}'): {why}")
+
+
+def _network(graph_json: dict[str, Any]) -> Any:
+    """What makes a network: everything but where the spec wrote it and its training settings."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "loc"}
+        if isinstance(obj, (list, tuple)):
+            return [strip(v) for v in obj]
+        return obj
+    return json.dumps(strip({k: v for k, v in graph_json.items() if k not in ("train", "format")}), sort_keys=True)
+
+
+def _some(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 # ---------------------------------------------------------------- random number generators

@@ -40,7 +40,7 @@ def command(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EidslError as exc:
-            err.print(exc.render(), markup=False, highlight=False)
+            err.print(exc.render(), markup=False, highlight=False, soft_wrap=True)  # one line in logs too
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")

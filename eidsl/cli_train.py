@@ -16,6 +16,7 @@ from .errors import EidslError
 @app.command()
 @command
 def train(
+    ctx: typer.Context,
     source: Optional[str] = typer.Argument(None, help="build folder or .ei spec file; default: the latest build"),
     data: Optional[str] = typer.Option(None, help="dataset name (default from the spec's train block: mnist5k)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding the dataset's files"),
@@ -33,34 +34,102 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
     config: Optional[Path] = typer.Option(None, help="TOML file of training settings"),
     include: Optional[List[Path]] = IncludeOption,
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="train in N processes on this machine "
+                                        "(torchrun + DistributedDataParallel; see docs/training.md for several)"),
 ):
     """Train a network: sign-constrained SGD, warm-up + cosine, E-I Init, checkpoints every epoch."""
+    from . import distributed
     options = {"data": data, "data_dir": None if data_dir is None else str(data_dir), "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "compile": compile,
                "tensorboard": tensorboard, "threads": threads}
+    if nproc is not None and nproc != 1:
+        _check_nproc(nproc)
+        # Settle the settings here, so a mistake is reported once rather than by every process.
+        if resume is not None:
+            _resumed_settings(resume, options, source, sets, out_dir, config)
+        else:
+            _fresh_settings(source, parse_sets(sets), include or (), config, options)
+        raise typer.Exit(distributed.launch(nproc, ["eidsl.cli", "train", *_command_line(ctx, drop="nproc")]))
+    try:
+        _train(resume, options, source, sets, include, out_dir, config)
+    finally:
+        distributed.leave()
+
+
+def _train(resume, options, source, sets, include, out_dir, config) -> None:
+    from .train import Interrupted, NonFiniteError
     if resume is not None:
         trainer = _resumed(resume, options, source, sets, out_dir, config)
     else:
         trainer = _fresh(source, parse_sets(sets), include or (), config, options, out_dir)
-    out.print(f"run folder: {trainer.run}", markup=False, highlight=False)
+    main = trainer.world.main
+    if main:
+        out.print(f"run folder: {trainer.run}", markup=False, highlight=False)
     try:
         trainer.fit()
     except EidslError as exc:
-        # Unwrapped, so the paths and the resume command can be copied from the terminal.
-        err.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
+        # Every rank stops together on these and rank 0 reports them; any other error may be one rank's own.
+        if main or not isinstance(exc, (Interrupted, NonFiniteError)):
+            prefix = "" if main else f"rank {trainer.world.rank}: "
+            # Unwrapped, so the paths and the resume command can be copied from the terminal.
+            err.print(prefix + exc.render(), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
-    out.print(trainer.final_line(), markup=False, highlight=False)
+    except RuntimeError as exc:
+        if not trainer.world.distributed:
+            raise
+        # Mostly a collective that lost its peers because another process died; that one says why.
+        text = " ".join(str(exc).split())
+        err.print(f"error: rank {trainer.world.rank} stopped: {type(exc).__name__}: {text[:300]} (if another "
+                  f"training process died first, its message says why; the last checkpoint, "
+                  f"{trainer.checkpoints / 'last.safetensors'}, is kept)",
+                  markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if main:
+        out.print(trainer.final_line(), markup=False, highlight=False)
 
 
-def _fresh(source, sets, include, config, options, out_dir):
+def _check_nproc(nproc: int) -> None:
+    import os
+    if nproc < 1:
+        raise EidslError(f"--nproc {nproc}: the number of processes must be at least 1")
+    if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise EidslError("--nproc starts torchrun itself; under torchrun, drop --nproc")
+
+
+def _command_line(ctx: typer.Context, drop: str) -> list[str]:
+    """The options and arguments given on the command line, as arguments again (less `drop`)."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        # By name: typer may carry its own copy of click, with its own ParameterSource enum.
+        given = getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"
+        if param.name == drop or not given:
+            continue
+        if param.param_type_name == "argument":
+            args.append(str(value))
+        elif param.is_flag and param.secondary_opts:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.multiple:
+            for item in value:
+                args += [param.opts[0], str(item)]
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def _fresh_settings(source, sets, include, config, options):
     from .config import read_toml, resolve
-    from .train import Trainer
     graph, spec, sets = resolve_source(source, sets, include)
     layers: list[tuple[str, dict[str, Any]]] = [(f"the train block of {spec}", graph.train)]
     if config is not None:
         layers.append((str(config), read_toml(config)))
     layers += [(f"--{k.replace('_', '-')}", {k: v}) for k, v in options.items()]
-    cfg = resolve(layers)
+    return graph, spec, sets, resolve(layers)
+
+
+def _fresh(source, sets, include, config, options, out_dir):
+    from .train import Trainer
+    graph, spec, sets, cfg = _fresh_settings(source, sets, include, config, options)
     trainer = Trainer(graph, cfg, out_dir or _default_run(graph.name), spec=spec, sets=sets,
                       log=_log, progress=out.is_terminal)
     trainer.start()
@@ -68,9 +137,20 @@ def _fresh(source, sets, include, config, options, out_dir):
 
 
 def _resumed(run: Path, options, source, sets, out_dir, config):
+    from .train import Trainer
+    graph, cfg, saved = _resumed_settings(run, options, source, sets, out_dir, config)
+    trainer = Trainer(graph, cfg, run, spec=saved.get("spec"), sets=saved.get("sets"), log=_log,
+                      progress=out.is_terminal)
+    trainer.resume()
+    if trainer.world.main:
+        out.print(f"resuming at epoch {trainer.epoch + 1}" + (f", batch {trainer.batch + 1}" if trainer.batch else ""),
+                  markup=False, highlight=False)
+    return trainer
+
+
+def _resumed_settings(run: Path, options, source, sets, out_dir, config):
     from . import ir
     from .config import resolve
-    from .train import Trainer
     fixed = [name for name, given in (("a build or spec", source), ("--set", sets), ("--out", out_dir),
                                       ("--config", config)) if given]
     fixed += [f"--{k.replace('_', '-')}" for k, v in options.items()
@@ -84,12 +164,7 @@ def _resumed(run: Path, options, source, sets, out_dir, config):
         raise EidslError(f"{run}: not a run folder that can be resumed ({exc})") from None
     changes = {k: v for k, v in options.items() if v is not None}
     cfg = resolve([(f"{run}/config.json", saved["train"]), ("the command line", changes)])
-    trainer = Trainer(graph, cfg, run, spec=saved.get("spec"), sets=saved.get("sets"), log=_log,
-                      progress=out.is_terminal)
-    trainer.resume()
-    out.print(f"resuming at epoch {trainer.epoch + 1}" + (f", batch {trainer.batch + 1}" if trainer.batch else ""),
-              markup=False, highlight=False)
-    return trainer
+    return graph, cfg, saved
 
 
 def _log(line: str) -> None:

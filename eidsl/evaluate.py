@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import checkpoint as ckpt
 from . import data as datasets
@@ -24,8 +24,9 @@ class TrainingError(EidslError):
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-             with_rates: bool = True) -> dict[str, Any]:
-    """Test loss, accuracy and (eager networks) per-layer firing rates."""
+             with_rates: bool = True, sum_over_ranks: Callable | None = None) -> dict[str, Any]:
+    """Test loss, accuracy and (eager networks) per-layer firing rates. In multi-process training
+    each rank evaluates its share of the test set and `sum_over_ranks` adds up the counts."""
     net = unwrap(model)
     meter = metrics.EpochMeter()
     was_training = model.training
@@ -39,6 +40,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
             logits, rates = model(x), None
         meter.add(F.cross_entropy(logits, y), logits, y, rates)
     model.train(was_training)
+    if sum_over_ranks is not None:
+        meter = meter.total(sum_over_ranks)
     return {"loss": meter.mean_loss, "accuracy": meter.accuracy, "rates": meter.mean_rates()}
 
 
@@ -65,7 +68,9 @@ def load_data(graph: ir.Graph, cfg: TrainConfig):
     return train, test, info
 
 
-def test_loader(test: Dataset, cfg: TrainConfig) -> DataLoader:
+def test_loader(test: Dataset, cfg: TrainConfig, share: slice | None = None) -> DataLoader:
+    if share is not None:
+        test = Subset(test, range(len(test))[share])
     return DataLoader(test, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.workers)
 
 
@@ -86,11 +91,12 @@ def load_network(target: str | Path, best: bool = False, device: str = "cpu"):
     c = ckpt.load(path, with_state=False)
     if "graph" not in c.meta:
         raise ckpt.CheckpointError(f"{path}: the checkpoint does not describe its network")
-    net = build_graph(ir.Graph.from_json(c.meta["graph"]))
     try:
-        net.load_state_dict(c.weights)
-    except RuntimeError as exc:
-        raise ckpt.CheckpointError(f"{path}: weights do not fit the network: {exc}") from None
+        graph = ir.Graph.from_json(c.meta["graph"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ckpt.CheckpointError(f"{path}: the network described in the checkpoint is unreadable ({exc})") from None
+    net = build_graph(graph)
+    ckpt.load_weights(net, c.weights, path)
     return net.to(device), c.meta
 
 

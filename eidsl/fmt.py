@@ -391,7 +391,8 @@ class _Printer:
             at = (col if len(lines) == 1 else 0) + len(lines[-1]) + len(sep)
             used = set(self.used)
             text = self.expr(item, at, indent, width)
-            if not fresh and at + len(text[0]) + (width if len(text) == 1 else 0) > WIDTH:
+            # An item that would overflow or wrap starts a fresh line, where it may fit whole.
+            if not fresh and (len(text) > 1 or at + len(text[0]) + width > WIDTH):
                 lines.append(pad)
                 sep, at = "", start
                 self.used = used

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+from .checkpoint import atomic_write_text, write_error
 
 
 class EpochMeter:
@@ -33,6 +35,26 @@ class EpochMeter:
                 self.rates[name] = self.rates.get(name, 0.0) + float(r)
             self.rate_batches += 1
 
+    def total(self, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor]) -> "EpochMeter":
+        """These sums added over every training process (`sum_over_ranks`: an all-reduce sum).
+        Every rank must hold the same rate names, which it does when all ran the same batches."""
+        names = sorted(self.rates)
+        local = torch.tensor([self.loss, self.correct, self.seen, self.rate_batches,
+                              *(self.rates[k] for k in names)], dtype=torch.float64)
+        t = sum_over_ranks(local).tolist()
+        total = EpochMeter()
+        total.loss, total.correct, total.seen, total.rate_batches = t[0], round(t[1]), round(t[2]), round(t[3])
+        total.rates, total.lr = dict(zip(names, t[4:])), self.lr
+        return total
+
+    def merge(self, other: "EpochMeter") -> None:
+        self.loss += other.loss
+        self.correct += other.correct
+        self.seen += other.seen
+        for name, r in other.rates.items():
+            self.rates[name] = self.rates.get(name, 0.0) + r
+        self.rate_batches += other.rate_batches
+
     @property
     def mean_loss(self) -> float:
         return self.loss / max(self.seen, 1)
@@ -56,8 +78,11 @@ class EpochMeter:
 
 
 def append(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:   # a torn line is skipped by `read` and rewritten on resume
+        raise write_error(path, exc) from None
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -76,4 +101,4 @@ def read(path: Path) -> list[dict[str, Any]]:
 def truncate(path: Path, epochs: int) -> None:
     """Keep the records of the first `epochs` epochs (a resumed run rewrites what came after)."""
     kept = [r for r in read(path) if r.get("epoch", 0) <= epochs]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -45,13 +45,14 @@ def frozen(net: Network):
 @dataclass(frozen=True)
 class NonFinite:
     layer: str       # population, or "input"
-    current: str     # I_EE, I_IE, I_int, spikes, ...
+    current: str     # I_EE, I_IE, I_sub, I_div, I_int, spikes, ...
     tensor: str      # the plan's tensor name
+    inside: bool = False   # a term the runner computes on the way to `tensor` and does not keep
 
     def __str__(self) -> str:
         if self.layer == "input":
             return f"the input batch ('{self.tensor}')"
-        return f"{self.current} of layer '{self.layer}' (tensor '{self.tensor}')"
+        return f"{self.current} of layer '{self.layer}' ({'computing' if self.inside else 'tensor'} '{self.tensor}')"
 
 
 def _describe(net: Network, step, index: int) -> tuple[str, str]:
@@ -79,13 +80,35 @@ def first_nonfinite(net: Network, x: torch.Tensor) -> NonFinite | None:
     for step in net.plan.steps:
         for i, name in enumerate(step.outs):
             if not torch.isfinite(env[name]).all():
+                if step.op == "integrate":
+                    term = _first_nonfinite_term(net, step, env)
+                    if term is not None:
+                        return NonFinite(step.node, term, name, inside=True)
                 layer, current = _describe(net, step, i)
                 return NonFinite(layer, current, name)
     return None
 
 
+def _first_nonfinite_term(net: Network, step, env) -> str | None:
+    """Which of I_EE, I_sub, I_div (before stabilisation) made I_int non-finite; None: the combination did."""
+    excitation = [env[n] for n in step.ins[:step.attrs["n_exc"]]]
+    I_sub, I_div = _inhibition(net, step, env)
+    if step.attrs["balanced_only"]:   # a readout computes I_EE - I_sub only
+        I_div = None
+    terms = {"I_EE": ops.spike_sum(*excitation) if excitation else None, "I_sub": I_sub, "I_div": I_div}
+    return next((name for name, t in terms.items() if t is not None and not torch.isfinite(t).all()), None)
+
+
 def nonfinite_parameters(net: Network) -> list[str]:
     return [name for name, p in net.named_parameters() if not torch.isfinite(p).all()]
+
+
+def nonfinite_gradients(net: Network) -> list[str]:
+    """Parameters whose gradient holds an inf or a NaN (one host sync when all are finite)."""
+    named = [(name, p.grad) for name, p in net.named_parameters() if p.grad is not None]
+    if not named or torch.stack([torch.isfinite(g).all() for _, g in named]).all():
+        return []
+    return [name for name, g in named if not torch.isfinite(g).all()]
 
 
 # ---------------------------------------------------------------- histograms

@@ -11,6 +11,10 @@ A run lives in one folder (evaluation and rebuilding from checkpoints: evaluate.
 Resuming restores weights, optimiser, scheduler and every random number generator
 at the exact batch where the run stopped, so on CPU a resumed run ends with the
 same weights, bit for bit, as one that was never interrupted.
+
+Under torchrun (WORLD_SIZE > 1) the same loop trains with DistributedDataParallel
+(distributed.py): every rank takes its share of each global batch, E-I Init sums its
+statistics over the ranks, and rank 0 alone writes the run folder and prints.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from . import ir, metrics, probe
+from . import distributed, ir, metrics, probe
 from .api import build_graph, ei_init, optimizer as make_optimizer
 from .config import ConfigError, TrainConfig
 from .errors import EidslError
@@ -84,26 +88,36 @@ class Trainer:
     def __init__(self, graph: ir.Graph, cfg: TrainConfig, run_dir: str | Path, *, spec: str | None = None,
                  sets: dict[str, str] | None = None, log: Callable[[str], None] = print, progress: bool = False,
                  on_batch_end: Callable | None = None, on_epoch_end: Callable | None = None):
-        self.graph, self.cfg, self.run = graph, cfg, Path(run_dir)
-        self.spec, self.sets = spec, dict(sets or {})
-        self.log, self.show_progress = log, progress
-        self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training setting 'device' = 'cuda': no CUDA device is available; use --device cpu")
-        self.device = torch.device(cfg.device)
-        self.writer = self._tensorboard() if cfg.tensorboard else None
+        self.world = distributed.join(cfg.device)
+        self.device = self.world.device
+        self.graph, self.cfg = graph, cfg
+        self.run = Path(self.world.broadcast(str(run_dir)))   # a default folder name is rank 0's
+        self.spec, self.sets = spec, dict(sets or {})
+        self.log = log if self.world.main else _silent
+        self.show_progress = progress and self.world.main
+        self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
+        self.writer = self._tensorboard() if cfg.tensorboard and self.world.main else None
 
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         _seed_everything(cfg.seed)
         self.train_set, self.test_set, self.info = load_data(graph, cfg)
+        if self.world.distributed:
+            self._check_shares()
         self.net = build_graph(graph, cfg.seed).to(self.device)
-        self.model = torch.compile(self.net) if cfg.compile else self.net
+        self.model = distributed.wrap(self.net, self.world) if self.world.distributed else self.net
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        # A compiled or DDP forward keeps no intermediate tensors: firing rates are then sampled.
+        self.rates_sampled = cfg.compile or self.world.distributed
         self.optimizer = make_optimizer(self.net, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.iters_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.iters_per_epoch)
         self.data_generator = torch.Generator().manual_seed(cfg.seed)
-        self.test_loader = test_loader(self.test_set, cfg)
+        self.test_loader = test_loader(self.test_set, cfg,
+                                       self.world.share(len(self.test_set)) if self.world.distributed else None)
 
         self.epoch = 0          # completed epochs
         self.batch = 0          # completed batches of epoch `self.epoch`
@@ -128,10 +142,16 @@ class Trainer:
         if (self.run / "config.json").exists():
             raise EidslError(f"{self.run} already holds a run; continue it with `eidsl train --resume {self.run}` "
                              "or choose another --out")
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.world.barrier()    # every rank has looked before rank 0 writes
+        if not self.world.main:
+            return
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EidslError(f"cannot create the run folder {self.checkpoints}: {exc.strerror or exc}") from None
         ckpt.atomic_write_text(self.run / "config.json", json.dumps(self.describe(), indent=1))
         ckpt.atomic_write_text(self.run / "graph.json", self.graph.dumps())
-        (self.run / "metrics.jsonl").write_text("")
+        ckpt.atomic_write_text(self.run / "metrics.jsonl", "")
 
     def describe(self) -> dict[str, Any]:
         from . import __version__
@@ -146,8 +166,12 @@ class Trainer:
 
     def resume(self) -> None:
         """Restore the state saved in the run folder's last checkpoint."""
-        c = ckpt.load(self.checkpoints / LAST)
-        self.net.load_state_dict({k: v.to(self.device) for k, v in c.weights.items()})
+        path = self.checkpoints / LAST
+        c = ckpt.load(path)
+        ckpt.check_network(c.meta, self.graph.to_json(), path, f"the run {self.run} trains")
+        ckpt.load_weights(self.net, c.weights, path)
+        if c.state is None:
+            raise ckpt.CheckpointError(f"{path}: holds weights only, no training state to resume from")
         s = c.state
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
@@ -155,17 +179,20 @@ class Trainer:
         self.epoch, self.batch, self.best, self.last = s["epoch"], s["batch"], s["best"], s["last"]
         self.meter.load_state_dict(s["meter"])
         self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
-        metrics.truncate(self.run / "metrics.jsonl", self.epoch)
+        if self.world.main:
+            metrics.truncate(self.run / "metrics.jsonl", self.epoch)
 
     def save(self) -> Path:
         """Write last.safetensors: weights and everything needed to continue from this exact batch."""
+        path = self.checkpoints / LAST
+        if not self.world.main:
+            return path
         data_state = self._epoch_rng if self._in_epoch else self.data_generator.get_state()
         state = {"epoch": self.epoch, "batch": self.batch, "best": self.best, "last": self.last,
                  "needs_init": self.needs_init,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": {**ckpt.capture_rng(), "data": data_state},
                  "meter": self.meter.state_dict(), "epoch_seconds": self.epoch_seconds}
-        path = self.checkpoints / LAST
         ckpt.save(path, self.net.state_dict(), state, self._meta())
         return path
 
@@ -195,6 +222,14 @@ class Trainer:
         return {"accuracy": last.get("test_accuracy"), "best_accuracy": self.best["accuracy"],
                 "best_epoch": self.best["epoch"], "epochs": self.epoch}
 
+    def _check_shares(self) -> None:
+        n, size, ranks = len(self.train_set), self.cfg.batch_size, self.world.size
+        last = n % size or size
+        if min(size, last) < ranks:
+            raise ConfigError(f"training setting 'batch_size' = {size}: with {ranks} processes every global batch "
+                              f"needs at least {ranks} samples, but with {n} training samples the last batch of an "
+                              f"epoch holds {last}; choose another batch size")
+
     def _permutation(self) -> torch.Tensor:
         # A mid-epoch checkpoint stores the generator as it was at the start of its epoch,
         # so a resumed run draws the same order and skips the batches already done.
@@ -205,56 +240,80 @@ class Trainer:
         cfg = self.cfg
         if self.batch == 0:
             self.meter, self.epoch_seconds = metrics.EpochMeter(), 0.0
-        order = self._permutation()[self.batch * cfg.batch_size:]
+        order = self._permutation()[self.batch * cfg.batch_size:].tolist()
         self.train_set.set_epoch(self.epoch)
-        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=order.tolist(),
-                            num_workers=cfg.workers,
+        # Global batches, the same on every rank; each rank loads only its share.
+        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        shares = [b[self.world.share(len(b))] for b in batches]
+        loader = DataLoader(self.train_set, batch_sampler=shares, num_workers=cfg.workers,
                             generator=torch.Generator().manual_seed(cfg.seed * 100003 + self.epoch))
         self.model.train()
         started = time.perf_counter()
         with self._progress() as bar:
             task = bar.add_task("", total=self.iters_per_epoch, completed=self.batch,
                                 epoch=f"{self.epoch + 1}/{cfg.epochs}", stats="")
-            for x, y in loader:
-                self._step(x.to(self.device), y.to(self.device))
+            for (x, y), batch in zip(loader, batches):
+                self._step(x.to(self.device), y.to(self.device), len(batch))
                 self.epoch_seconds += time.perf_counter() - started
                 started = time.perf_counter()
                 bar.update(task, advance=1, stats=self._stats())
                 self._safe_point(self.on_batch_end)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, global_size: int) -> None:
+        """One update on a global batch of `global_size` samples, of which this rank holds x, y."""
         if self.needs_init:
             self._mutating = True
-            ei_init(self.net, x, seed=self.cfg.seed)
+            # Summing the statistics over the ranks makes every rank's draws those of the global batch.
+            ei_init(self.net, x, seed=self.cfg.seed, reduce=self.world.sum)
             self.needs_init = False
             self._mutating = False
         if self.epoch == 0 and self.batch == 0 and 0 in self.cfg.histogram_epochs():
             self._record_histograms(0)
-        sample_rates = not self.cfg.compile or self.batch % self.cfg.rate_every == 0
-        if self.cfg.compile:
+        sample_rates = not self.rates_sampled or self.batch % self.cfg.rate_every == 0
+        if self.rates_sampled:
             logits, env = self.model(x), None
         else:
             env = self.net.run(x, keep=True)
             logits = env[self.net.plan.output]
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise self._nonfinite(x, f"the loss is {loss.item()} at epoch {self.epoch + 1}, batch {self.batch + 1}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         if sample_rates and env is None:
-            with torch.no_grad(), probe.frozen(self.net):
-                env = self.net.run(x, keep=True)
-        rates = probe.firing_rates(self.net, env) if sample_rates else None
+            env = self._sample(x)
+        batch = metrics.EpochMeter()
+        batch.add(loss, logits, y, probe.firing_rates(self.net, env) if sample_rates else None)
+        if self.world.distributed:
+            batch = batch.total(self.world.sum)
+        if not math.isfinite(batch.mean_loss):   # every rank sees the same sums, so all stop together
+            raise self._nonfinite(x, f"the loss is {batch.mean_loss} at epoch {self.epoch + 1}, batch {self.batch + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self._weighted(loss, y.shape[0], global_size).backward()
+        # Checked before the update, so the diagnosis sees the weights that made them.
+        bad_gradients = probe.nonfinite_gradients(self.net)
+        if bad_gradients:
+            raise self._nonfinite(x, f"the gradients of {_names(bad_gradients)} are non-finite at epoch "
+                                     f"{self.epoch + 1}, batch {self.batch + 1}")
         self._mutating = True
         self.optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.net.parameters()):
-            raise self._nonfinite(x, f"parameters {_names(probe.nonfinite_parameters(self.net))} became "
-                                     f"non-finite in the update of epoch {self.epoch + 1}, batch {self.batch + 1}")
+            raise self._nonfinite(x, f"parameters {_names(probe.nonfinite_parameters(self.net))} are "
+                                     f"non-finite after the update of epoch {self.epoch + 1}, batch {self.batch + 1}")
         self.meter.lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
-        self.meter.add(loss, logits, y, rates)
+        self.meter.merge(batch)
         self.batch += 1
         self._mutating = False
+
+    def _weighted(self, loss: torch.Tensor, share: int, global_size: int) -> torch.Tensor:
+        """DDP averages the ranks' gradients; weighting each rank's mean loss by its share of the
+        global batch makes that average the gradient of the global batch's mean loss, also when the
+        shares differ by one."""
+        if not self.world.distributed:
+            return loss
+        return loss * (share * self.world.size / global_size)
+
+    def _sample(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every tensor of a forward that changes nothing, for firing rates."""
+        with torch.no_grad(), probe.frozen(self.net):
+            return self.net.run(x, keep=True)
 
     def _finish_epoch(self) -> None:
         cfg = self.cfg
@@ -266,12 +325,16 @@ class Trainer:
                                   "step_seconds": self.epoch_seconds / max(self.iters_per_epoch, 1)}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             started = time.perf_counter()
-            result = evaluate(self.model, self.test_loader, self.device, with_rates=not cfg.compile)
+            if self.world.distributed:   # each rank tests its share on the bare network, no DDP collectives
+                result = evaluate(self.net, self.test_loader, self.device, sum_over_ranks=self.world.sum)
+            else:
+                result = evaluate(self.model, self.test_loader, self.device, with_rates=not cfg.compile)
             self.epoch_seconds += time.perf_counter() - started
             record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
                           test_firing_rates=result["rates"])
         record["seconds"] = self.epoch_seconds
-        metrics.append(self.run / "metrics.jsonl", record)
+        if self.world.main:
+            metrics.append(self.run / "metrics.jsonl", record)
         self._tensorboard_epoch(record)
         self.log(self._summary_line(record))
 
@@ -282,7 +345,7 @@ class Trainer:
             self.best = {"accuracy": record["test_accuracy"], "epoch": epoch}
         self._mutating = False
         self.save()
-        if improved:
+        if improved and self.world.main:
             ckpt.save(self.checkpoints / BEST, self.net.state_dict(), None,
                       self._meta(test_accuracy=record["test_accuracy"]))
         if epoch in cfg.histogram_epochs():
@@ -323,6 +386,8 @@ class Trainer:
                         transient=True, disable=not self.show_progress)
 
     def _record_histograms(self, epoch: int) -> None:
+        if not self.world.main:
+            return
         xs = [self.test_set[i][0] for i in range(min(HIST_SAMPLES, len(self.test_set)))]
         hists = probe.layer_histograms(self.net, torch.stack(xs).to(self.device))
         buffer = io.BytesIO()
@@ -354,7 +419,7 @@ class Trainer:
     def _safe_point(self, callback: Callable | None) -> None:
         if callback is not None:
             callback(self)
-        if self._stop:
+        if self.world.any(self._stop):   # a Ctrl-C reaches the ranks at different batches; all stop at one
             raise KeyboardInterrupt
 
     def _catch_sigint(self):
@@ -390,6 +455,10 @@ class Trainer:
                 if last.exists() else "no checkpoint was written yet")
         return NonFiniteError(f"training stopped: {what}; {culprit}; {kept}. "
                              "Try a smaller --lr or a longer warm-up")
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _names(items: list[str], shown: int = 4) -> str:

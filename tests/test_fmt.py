@@ -192,7 +192,7 @@ def test_long_calls_fill_under_the_parenthesis_and_long_literals_explode():
 
 BAD = {
     "unbalanced.ei": ("network n() {\n    h = f(1\n}\n", 3, 1),
-    "reserved.ei": ("network n() {\n    exc = 1\n}\n", 2, 9),
+    "reserved.ei": ("network n() {\n    exc = 1\n}\n", 2, 5),
     "stray.ei": ("network n() {\n    h = 1 $ 2\n}\n", 2, 11),
     "eof.ei": ("motif m(x) {\n    return x\n", 2, 13),
 }

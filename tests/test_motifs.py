@@ -83,7 +83,7 @@ def test_ratio_is_a_parameter_that_must_divide():
     text = info.value.render()
     assert "population size 480 / 7 = 68.5714 is not a whole number: '/' must divide exactly" in text
     assert "ratio.ei:8:18:" in text                      # at `n / ratio` in the motif
-    assert "ratio.ei:17:27: note: in the motif called here" in text
+    assert "ratio.ei:18:13: note: in the motif called here" in text
 
 
 def test_subtractive_motif_has_no_divisive_path():

@@ -1,0 +1,4 @@
+"""`python -m eidsl` (and `torchrun -m eidsl train ...`) runs the command line."""
+from eidsl.cli import main
+
+main()
