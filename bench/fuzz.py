@@ -254,7 +254,7 @@ def network_case(rng: random.Random, seed: int = 0) -> Case:
 
 def _projection(rng: random.Random, spatial: bool, init: str | None = None, delay=None) -> str:
     init = init or rng.choice(["default", "kaiming", "ei_balanced", "abs_default", "zeros", "0.1", "uniform(0, 0.1)",
-                               "normal(0, 0.1)", "constant(0.2)", "gain_control", "bogus"])
+                               "normal(0, 0.1)", "constant(0.2)", "gain_control", "bogus", "1e39", "uniform(0, 1e300)"])
     delay = delay if delay is not None else _odd(rng, [0, 0, 0, 1], ["-1", "2", "1.5"], 0.05)
     if spatial:
         k = _odd(rng, [1, 3], ["0", "7"])
