@@ -2,6 +2,7 @@
 allocating anything, a network that would not fit."""
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -169,3 +170,16 @@ def test_python_dash_m_runs_the_commands_modules_register():
                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["batch"] == 2
+
+
+def test_sizes_past_float_range_are_still_reported(tmp_path):
+    spec = tmp_path / "huger.ei"
+    spec.write_text(HUGE.replace("lif(10**12)", "lif(1e300)"))
+    with pytest.raises(SpecError) as info:
+        load_graph(spec)
+    total = estimate_bytes(load_graph(spec, memory_limit=math.inf))["total_bytes"]
+    shown = format_bytes(total)
+    assert re.fullmatch(r"\d\.\de29\d TiB", shown) and f"needs about {shown}" in info.value.message
+    digits = str(total // 2**40)
+    assert shown == f"{digits[0]}.{digits[1]}e{len(digits) - 1} TiB"
+    assert format_bytes(5 * 2**40) == "5.0 TiB" and format_bytes(3 * 2**20 // 2) == "1.5 MiB"
