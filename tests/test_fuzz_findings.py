@@ -52,5 +52,5 @@ def test_an_init_beyond_float32_is_a_located_error(tmp_path, init, shown):
     path = spec(tmp_path, f"    pop P = lif(4)\n    h = flatten(x)\n    h -> P : dense(init = {init})\n    return readout(P)")
     with pytest.raises(SpecError) as info:
         build(path)
-    assert first_line(info) == (f"{path}:6:5: error: the weights of 'flatten_1' -> 'P' start from {shown}, "
+    assert first_line(info) == (f"{path}:6:5: error: the weights of 'flatten_1' -> 'P' would start at {shown}, "
                                 "beyond the float32 range of a weight (about ±3.4e38)")
