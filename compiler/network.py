@@ -70,15 +70,21 @@ class Network(nn.Module):
         with `keep`, every intermediate tensor is returned (for statistics and diagnostics)."""
         self.check_input(x)
         env = {"input": x}
-        for step in self.plan.steps:
+        # Without `keep`, a tensor leaves env after its last reader, so intermediates the
+        # backward does not need (conv outputs, integrated currents) die during the forward.
+        last = {} if keep else {name: i for i, step in enumerate(self.plan.steps) for name in step.ins}
+        for i, step in enumerate(self.plan.steps):
             if hook is not None:
                 hook(step, env)
             if keep and step.op == "loop":
-                env.update(run_loop(self, step, [env[i] for i in step.ins], keep=True))
+                env.update(run_loop(self, step, [env[n] for n in step.ins], keep=True))
                 continue
-            outs = RUNNERS[step.op](self, step, [env[i] for i in step.ins])
+            outs = RUNNERS[step.op](self, step, [env[n] for n in step.ins])
             for name, value in zip(step.outs, outs):
                 env[name] = value
+            for name in step.ins:
+                if last.get(name) == i and name != self.plan.output:
+                    env.pop(name, None)
         return env if keep else {self.plan.output: env[self.plan.output]}
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -120,6 +126,12 @@ def _run_integrate(net: Network, step: Step, ins):
     I_EE = ops.spike_sum(*excitation) if excitation else None
     if step.params["bn"] is not None:
         I_EE = net.tensor(step.params["bn"])(I_EE)
+    if I_EE is not None and _standard_circuit(step):
+        mode, (w_path,) = step.attrs["modes"][0], step.params["W_EI"][0]
+        W_EI = net.tensor(w_path)
+        W_EI = ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
+        return [ops.ei_circuit(I_EE, inhibitors[0], W_EI, net.tensor(step.params["g_I"][0]),
+                               net.tensor(step.params["g_E"]), net.tensor(step.params["b_E"]))]
     I_sub = I_div = None
     rule = ("none", False, 1e-8)
     for s_I, mode, w_paths, g_path in zip(inhibitors, step.attrs["modes"], step.params["W_EI"], step.params["g_I"]):
@@ -142,6 +154,15 @@ def _run_integrate(net: Network, step: Step, ins):
     if I_div is not None:
         I_div = ops.stabilise(I_div, rule[0], rule[1], rule[2])
     return [ops.integrate(I_EE, I_sub, I_div, _param(net, step.params["g_E"]), _param(net, step.params["b_E"]))]
+
+
+def _standard_circuit(step: Step) -> bool:
+    """One inhibitor, shared W_EI, both paths, min-positive STE, g_E and b_E: the paper's layer,
+    run by one fused op (same values as the general path below)."""
+    modes, p = step.attrs["modes"], step.params
+    return (len(modes) == 1 and modes[0]["subtractive"] and modes[0]["divisive"] and modes[0]["ste"]
+            and modes[0]["stabilize"] == "min_positive" and len(p["W_EI"][0]) == 1 and p["g_I"][0] is not None
+            and p["g_E"] is not None and p["b_E"] is not None and not step.attrs["balanced_only"])
 
 
 def _run_lif(net: Network, step: Step, ins):

@@ -11,10 +11,32 @@ except inside the LIF, which unfolds time to integrate the membrane.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
+
+from . import fused
+
+# The hand-derived Functions of fused.py run in eager mode; under torch.compile (and with
+# use_fused(False), which the benchmark uses for before/after numbers) the plain formulas below
+# are used, which the compiler fuses itself. Both give the same values (tests/test_fused.py).
+_FUSED = True
+
+
+@contextlib.contextmanager
+def use_fused(enabled: bool):
+    global _FUSED
+    previous, _FUSED = _FUSED, enabled
+    try:
+        yield
+    finally:
+        _FUSED = previous
+
+
+def _fast() -> bool:
+    return _FUSED and not torch.compiler.is_compiling()
 
 # ---------------------------------------------------------------- time encoding
 
@@ -55,6 +77,8 @@ def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
 def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
             op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
     """E->E and E->I (and any other projections sharing a source) as one matmul/conv, then split."""
+    if len(weights) > 1 and all(b is None for b in biases) and _fast():
+        return list(fused.Project.apply(x, op != "dense", stride, padding, *weights))
     weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
     bias = None
     if any(b is not None for b in biases):
@@ -70,16 +94,8 @@ def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Ten
     return list(out.split([w.shape[0] for w in weights], dim=dim))
 
 
-def _channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
-    return v.view(v.shape[0], *([1] * (like.dim() - 2)))
-
-
-def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """W (n_out, n_in) applied over the neuron/channel axis, independently at each position."""
-    if s.dim() == 2:
-        return F.linear(s, W)
-    return F.conv2d(s, W[:, :, None, None])
+_channels = fused.channels
+pointwise = fused.pointwise
 
 
 def scale_grad(w: torch.Tensor, scale: float) -> torch.Tensor:
@@ -93,6 +109,8 @@ def scale_grad(w: torch.Tensor, scale: float) -> torch.Tensor:
 def inhibition_currents(s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor | None,
                         subtractive: bool, divisive: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """I_sub = W_EI s_I and I_div = W_EI (g_I * s_I), computed by one product when both are needed."""
+    if subtractive and divisive and g_I is not None and _fast():
+        return fused.Inhibition.apply(s_I, W_EI, g_I)
     if subtractive and divisive:
         gated = s_I * _channels(g_I, s_I) if g_I is not None else s_I
         both = pointwise(W_EI, torch.cat([s_I, gated], 0))
@@ -104,15 +122,25 @@ def inhibition_currents(s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor
     return None, pointwise(W_EI, gated)
 
 
+def ei_circuit(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor,
+               g_E: torch.Tensor, b_E: torch.Tensor) -> torch.Tensor:
+    """The whole standard circuit, g_E (I_EE - W_EI s_I) / min_positive_STE(W_EI (g_I s_I)) + b_E.
+
+    Eager: one Function saving I_EE - I_sub and s_I only. Same values as inhibition_currents,
+    stabilise and integrate in a row, which is what the compiled path runs."""
+    if _fast():
+        return fused.Circuit.apply(I_EE, s_I, W_EI, g_I, g_E, b_E)
+    I_sub, I_div = inhibition_currents(s_I, W_EI, g_I, True, True)
+    return integrate(I_EE, I_sub, stabilise(I_div, "min_positive", True), g_E, b_E)
+
+
 def min_positive(I_div: torch.Tensor) -> torch.Tensor:
     """Exact zeros replaced by the smallest positive entry of the same sample and time step.
 
     A row with no positive entry gets +inf, so its integrated current is b_E alone.
-    Branchless and free of host synchronisation.
+    Branchless and free of host synchronisation; reduces over dims, so channels-last stays put.
     """
-    rows = I_div.flatten(1)
-    smallest = torch.where(rows > 0, rows, torch.full_like(rows, math.inf)).amin(1, keepdim=True)
-    return torch.where(rows == 0, smallest, rows).view_as(I_div)
+    return fused.min_positive(I_div)
 
 
 def straight_through(x: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
@@ -126,6 +154,8 @@ def stabilise(I_div: torch.Tensor, rule: str, ste: bool, epsilon: float = 1e-8) 
         return I_div + epsilon
     if rule == "none":
         return I_div
+    if ste and _fast():
+        return fused.MinPositiveSTE.apply(I_div)
     if ste:
         return straight_through(I_div, min_positive(I_div.detach()))
     return min_positive(I_div)
@@ -134,6 +164,8 @@ def stabilise(I_div: torch.Tensor, rule: str, ste: bool, epsilon: float = 1e-8) 
 def integrate(I_EE: torch.Tensor, I_sub: torch.Tensor | None, I_div: torch.Tensor | None,
               g_E: torch.Tensor | None, b_E: torch.Tensor | None) -> torch.Tensor:
     """I_int = g_E * (I_EE - I_sub) / I_div + b_E (terms absent from the circuit are skipped)."""
+    if I_sub is not None and I_div is not None and g_E is not None and b_E is not None and _fast():
+        return fused.Integrate.apply(I_EE, I_sub, I_div, g_E, b_E)
     current = I_EE if I_sub is None else I_EE - I_sub
     if g_E is not None:
         current = current * _channels(g_E, current)
@@ -196,7 +228,12 @@ def lif_step(v: torch.Tensor, current: torch.Tensor, tau: float, theta: float, r
 def lif(current: torch.Tensor, T: int, tau: float = 2.0, theta: float = 1.0, reset: str = "soft",
         v_reset: float = 0.0, detach_reset: bool = True, surrogate: str = "sigmoid",
         alpha: float = 4.0) -> torch.Tensor:
-    """Multi-step LIF over folded (T*B, ...) currents; v starts at 0 on every call."""
+    """Multi-step LIF over folded (T*B, ...) currents; v starts at 0 on every call.
+
+    Eager: one hand-derived Function (fused.LIF) saving only the membrane before the spike.
+    Compiled: the explicit loop, which the compiler turns into one fused kernel per direction."""
+    if _fast():
+        return fused.LIF.apply(current, T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
     seq = unfold_time(current, T)
     v = torch.zeros_like(seq[0])
     spikes = []

@@ -533,6 +533,14 @@ class Elaborator:
         return values
 
     def call(self, call: S.Call, scope: dict, path: str, bind: str | None) -> Any:
+        if self.graph is None or self.graph.output is not None:
+            # Network parameters (and --set values) are computed before the circuit exists, the
+            # train block after it is complete: there, calls are plain functions only.
+            if call.func in self.program.motifs or call.func in GRAPH_BUILTINS:
+                where = "network parameters" if self.graph is None else "the train block"
+                raise SpecError(f"'{call.func}' builds part of the circuit, which {where} cannot do", call.span,
+                                hint="parameters and training settings are plain values; build layers in the "
+                                     "network's body")
         if call.func in self.program.motifs:
             return self.call_motif(self.program.motifs[call.func], call, scope, path, bind)
         if call.func in FUNCTIONS:

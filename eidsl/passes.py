@@ -360,14 +360,13 @@ def available_memory() -> int:
 # (docs/reliability.md; bench/memory.py re-measures them).
 ACTIVATION_FLOATS = {
     "input": 2,       # the T-fold copy of the batch that the first projection saves, and the batch
-    "lif": 5,         # spikes (saved by the next projection) and the per-step list they are stacked
-                      # from, v - theta per step (the surrogate's input), gradients of spikes and current
+    "lif": 4,         # spikes (saved by the next projection), the membrane before the spike (saved
+                      # by the fused LIF, compiler/fused.py), gradients of spikes and current
     "relu": 3,        # output (saved by relu and by the inhibition product), its gradient, its current
     "current": 3,
     "batchnorm": 2,   # the normalised current BatchNorm saves, and its gradient
-    "inhibited": 6,   # saved: the balanced current g_E (I_EE - I_sub) and the divisor, which the
-                      # product and the division keep, [s_I, g_I s_I] (I has n/ratio neurons, twice);
-                      # made and dropped: I_EE, I_sub, I_div, the min-positive copy; gradients of each
+    "inhibited": 3,   # the fused circuit saves I_EE - I_sub (s_I is the relu's) and recomputes the
+                      # divisor; made and dropped: the divisor, the integrated current, two gradients
     "pool": 2, "sum": 2, "flatten": 0, "readout": 1,
 }
 FLOAT_BYTES = 4

@@ -78,12 +78,13 @@ def first_nonfinite(net: Network, x: torch.Tensor) -> NonFinite | None:
         return NonFinite("input", "input", "input")
     env = net.run(x, keep=True)
     for step in net.plan.steps:
+        if step.op == "integrate":
+            # An infinite I_div can still give a finite I_int (x / inf = 0): look inside every circuit.
+            term = _first_nonfinite_term(net, step, env)
+            if term is not None:
+                return NonFinite(step.node, term, step.outs[0], inside=True)
         for i, name in enumerate(step.outs):
             if not torch.isfinite(env[name]).all():
-                if step.op == "integrate":
-                    term = _first_nonfinite_term(net, step, env)
-                    if term is not None:
-                        return NonFinite(step.node, term, name, inside=True)
                 layer, current = _describe(net, step, i)
                 return NonFinite(layer, current, name)
     return None

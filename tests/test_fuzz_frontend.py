@@ -13,7 +13,7 @@ from eidsl.parser import parse, parse_expr
 
 FAST = settings(max_examples=150, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
-SLOW = settings(FAST, max_examples=80)
+SLOW = settings(FAST, max_examples=60)
 
 
 @pytest.fixture(scope="module")

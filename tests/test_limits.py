@@ -53,15 +53,17 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "peak": peak_rss() - 
 """
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     result = json.loads(run.stdout)
-    assert result["seconds"] < 2.0
+    # Generous: this is no timing test (the machine may be busy), only proof that nothing of the
+    # requested size is built — allocating it would take minutes or fail, and peak memory stays small.
+    assert result["seconds"] < 60.0
     assert result["peak"] < 64 * 2**20           # a single 10^12-float tensor would be 3.6 TiB
     first = result["message"].splitlines()[0]
     assert first.startswith(f"{spec}:1:1: error: network too large: a training step at batch 1 and T = 4 ")
     # 784e12 + 10e13 weights with gradient and momentum; per time step 2 floats per input pixel,
-    # 5 per LIF neuron, 3 per readout current, 1 per readout value
+    # 4 per LIF neuron, 3 per readout current, 1 per readout value
     weights = 784 * 10**12 + 10 * 10**12
     assert f"{weights:,} parameters" in first
-    assert f"about {format_bytes(12 * weights + 4 * 4 * (2 * 784 + 5 * 10**12 + 3 * 10 + 10))}" in first
+    assert f"about {format_bytes(12 * weights + 4 * 4 * (2 * 784 + 4 * 10**12 + 3 * 10 + 10))}" in first
     assert "hint: reduce the layer sizes, the batch size or T, or override the limit with --memory-limit" \
         in result["message"]
 

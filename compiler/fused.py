@@ -1,0 +1,319 @@
+"""Hand-derived forward/backward pairs for the elementwise math of an E-I layer.
+
+Plain autograd records every intermediate of the circuit and of each LIF time
+step, and replays one kernel per recorded op in the backward pass. These
+Functions compute the same values (the straightforward formulas live in
+tests/test_fused.py as the reference) in fewer passes over memory, and save only
+what their backward needs:
+
+    LIF             saves the membrane before the spike, h (one tensor over T)
+    Circuit         the paper's whole layer (inhibition, min-positive STE, integration):
+                    saves a = I_EE - I_sub and s_I, recomputes the divisor in the backward
+    Project         the fused E->E/E->I product: saves the input, not the concatenated weight
+    integrate       saves a and the stabilised divisor      } the same pieces one by one, for
+    min-positive    saves nothing (identity backward: STE)  } circuits other than the paper's
+    inhibition      saves s_I                               } (and for generated code)
+
+Each backward rounds as autograd's formulas do, so the eager network, the generated code
+(which calls the pieces one by one) and the plain formulas agree bit for bit or to ~1e-7.
+
+Everything is device- and layout-agnostic (no host synchronisation, no
+data-dependent Python branch, channels-last tensors stay channels-last).
+Under torch.compile the plain formulas are traced instead (see ops.py): the
+compiler fuses them itself and picks what to save.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.autograd import Function
+
+
+def channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
+    return v.view(v.shape[0], *([1] * (like.dim() - 2)))
+
+
+def _sum_to_channels(x: torch.Tensor) -> torch.Tensor:
+    return x.sum([d for d in range(x.dim()) if d != 1])
+
+
+# ---------------------------------------------------------------- LIF over T
+
+
+def surrogate_from_membrane(h: torch.Tensor, theta: float, kind: str, alpha: float) -> torch.Tensor:
+    """d spike / d h at every entry, as a new tensor, computed in place on one buffer."""
+    x = torch.sub(h, theta)
+    if kind == "sigmoid":                     # alpha * y * (1 - y), rounded as ops.surrogate_grad does
+        y = x.mul_(alpha).sigmoid_()
+        return torch.mul(y, alpha).mul_(y.neg_().add_(1.0))
+    if kind == "atan":
+        return x.mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
+    if kind == "triangle":
+        return x.abs_().mul_(-alpha * alpha).add_(alpha).clamp_(min=0)
+    if kind == "rectangle":
+        return x.abs_().lt_(0.5 / alpha).mul_(alpha)
+    raise ValueError(f"unknown surrogate {kind!r}")
+
+
+def lif_forward(current: torch.Tensor, T: int, decay: float, theta: float, soft: bool,
+                v_reset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes and the membrane h before each spike, both folded (T*B, ...)."""
+    seq = current.view(T, current.shape[0] // T, *current.shape[1:])
+    h = torch.empty_like(seq)
+    spikes = torch.empty_like(seq)
+    v = None
+    for t in range(T):
+        if v is None:
+            h[t].copy_(seq[t])
+        else:
+            torch.add(seq[t], v, alpha=decay, out=h[t])
+        torch.ge(h[t], theta, out=spikes[t])
+        if t + 1 < T:
+            v = torch.sub(h[t], spikes[t], alpha=theta) if soft else \
+                torch.where(spikes[t].bool(), v_reset, h[t])
+    return spikes.flatten(0, 1), h.flatten(0, 1)
+
+
+def lif_backward(grad: torch.Tensor, h: torch.Tensor, T: int, decay: float, theta: float, soft: bool,
+                 v_reset: float, detach_reset: bool, surrogate: str, alpha: float) -> torch.Tensor:
+    """dL/d current from dL/d spikes: g_t = dL/ds_t * s'(h_t) + decay * g_{t+1} * dv_t/dh_t."""
+    sg = surrogate_from_membrane(h, theta, surrogate, alpha)
+    plain = soft and detach_reset                      # dv/dh = 1: the common case, no extra tensor
+    g = sg.mul_(grad) if plain else torch.mul(sg, grad)
+    gs = g.view(T, g.shape[0] // T, *g.shape[1:])
+    if plain:
+        for t in range(T - 2, -1, -1):
+            gs[t].add_(gs[t + 1] * decay)           # product, then sum: autograd's rounding
+        return g
+    hs = h.view_as(gs)
+    sgs = sg.view_as(gs)
+    for t in range(T - 2, -1, -1):
+        if soft:                                       # v = h - theta s(h)
+            dvdh = torch.mul(sgs[t], -theta).add_(1.0)
+        else:                                          # v = s v_reset + (1 - s) h
+            dvdh = (hs[t] < theta).to(h.dtype)
+            if not detach_reset:
+                dvdh = dvdh.add_(torch.sub(v_reset, hs[t]).mul_(sgs[t]))
+        gs[t].addcmul_(gs[t + 1], dvdh, value=decay)
+    return g
+
+
+class LIF(Function):
+    @staticmethod
+    def forward(ctx, current, T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha):
+        decay, soft = 1.0 - 1.0 / tau, reset == "soft"
+        spikes, h = lif_forward(current, T, decay, theta, soft, v_reset)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(h)
+        ctx.cfg = (T, decay, theta, soft, v_reset, detach_reset, surrogate, alpha)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        return (lif_backward(grad, h, *ctx.cfg),) + (None,) * 8
+
+
+# ---------------------------------------------------------------- E-I integration
+
+
+class Integrate(Function):
+    """I_int = g_E * (I_EE - I_sub) / D + b_E, in the reference's order of operations."""
+
+    @staticmethod
+    def forward(ctx, I_EE, I_sub, D, g_E, b_E):
+        a = torch.sub(I_EE, I_sub)
+        out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+        ctx.save_for_backward(a, D, g_E)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, D, g_E = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g = channels(g_E, a)
+        grad_b = _sum_to_channels(grad) if need[4] else None
+        # The formulas and the rounding of autograd's Mul/Div/Sub backward, in fewer buffers.
+        grad_D = torch.mul(a, g).div_(D).div_(D).mul_(grad).neg_() if need[2] else None
+        r = torch.div(grad, D)                          # dL/d(g a)
+        grad_EE = torch.mul(r, g) if need[0] else None
+        grad_sub = torch.mul(r, -g) if need[1] else None
+        grad_g = _sum_to_channels(r.mul_(a)) if need[3] else None
+        return grad_EE, grad_sub, grad_D, grad_g, grad_b
+
+
+# ---------------------------------------------------------------- E-I Prop's stabilisation
+
+
+def min_positive(I_div: torch.Tensor) -> torch.Tensor:
+    """Exact zeros replaced by the smallest positive entry of the same sample and time step."""
+    dims = tuple(range(1, I_div.dim()))
+    positive = torch.where(I_div > 0, I_div, math.inf)
+    smallest = positive.amin(dims, keepdim=True)
+    return torch.where(I_div == 0, smallest, I_div)
+
+
+def min_positive_(I_div: torch.Tensor) -> torch.Tensor:
+    """min_positive written into I_div's own buffer (for a temporary nobody else holds)."""
+    dims = tuple(range(1, I_div.dim()))
+    smallest = torch.where(I_div > 0, I_div, math.inf).amin(dims, keepdim=True)
+    return torch.where(I_div == 0, smallest, I_div, out=I_div)
+
+
+class MinPositiveSTE(Function):
+    """Forward: min-positive replacement. Backward: the identity (E-I Prop's STE)."""
+
+    @staticmethod
+    def forward(ctx, I_div):
+        return min_positive(I_div)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+# ---------------------------------------------------------------- inhibition currents
+
+
+def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """W (n_out, n_in) applied over the neuron/channel axis, independently at each position."""
+    if s.dim() == 2:
+        return F.linear(s, W)
+    return F.conv2d(s, W[:, :, None, None])
+
+
+def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, need_s: bool, need_W: bool):
+    # Under autocast the forward product ran in the gradient's (lower) precision: so does this one;
+    # autograd casts each returned gradient back to its input's dtype.
+    s, W = s.to(grad.dtype), W.to(grad.dtype)
+    if s.dim() == 2:
+        return (grad @ W if need_s else None), (grad.t() @ s if need_W else None)
+    gs, gw, _ = torch.ops.aten.convolution_backward(
+        grad, s, W[:, :, None, None], None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_s, need_W, False])
+    return gs, (gw.view_as(W) if need_W else None)
+
+
+class Inhibition(Function):
+    """(I_sub, I_div) = (W_EI s_I, W_EI (g_I * s_I)) as one batched product; saves s_I only."""
+
+    @staticmethod
+    def forward(ctx, s_I, W_EI, g_I):
+        gated = s_I * channels(g_I, s_I)
+        both = pointwise(W_EI, torch.cat([s_I, gated], 0))
+        ctx.save_for_backward(s_I, W_EI, g_I)
+        return tuple(both.chunk(2, 0))
+
+    @staticmethod
+    def backward(ctx, grad_sub, grad_div):
+        s_I, W, g_I = ctx.saved_tensors
+        need_s, need_W, need_g = ctx.needs_input_grad
+        g = channels(g_I, s_I)
+        gated = s_I * g
+        gs_sub, gw_sub = pointwise_backward(grad_sub, s_I, W, need_s, need_W)
+        gs_div, gw_div = pointwise_backward(grad_div, gated, W, need_s or need_g, need_W)
+        grad_s = torch.addcmul(gs_sub, gs_div, g) if need_s else None
+        grad_g = _sum_to_channels(gs_div.mul_(s_I)) if need_g else None
+        grad_W = gw_sub.add_(gw_div) if need_W else None
+        return grad_s, grad_W, grad_g
+
+
+# ---------------------------------------------------------------- the whole circuit, saving a and s_I
+
+
+class Circuit(Function):
+    """The standard E-I layer (PAPER.md §1.2 items 2-5 with E-I Prop's min-positive STE):
+
+        I_sub, I_div = W_EI s_I, W_EI (g_I s_I);   a = I_EE - I_sub
+        I_int = g_E * a / min_positive(I_div) + b_E
+
+    It saves a and s_I only: the divisor is recomputed in the backward from s_I (half of the
+    batched W_EI product), which costs n_E*n_I multiply-adds per position and saves one full
+    E-sized tensor per layer. The I->E gradients of both paths go through one W_EI^T product each.
+    """
+
+    @staticmethod
+    def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E):
+        # The two W_EI products run one after the other so that each E-sized buffer is reused
+        # in place as soon as it is consumed: the peak holds I_EE, a and D, never [I_sub; I_div].
+        D = min_positive_(pointwise(W_EI, s_I * channels(g_I, s_I)))
+        a = pointwise(W_EI, s_I)
+        a = torch.sub(I_EE, a, out=a)
+        out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+        ctx.save_for_backward(a, s_I, W_EI, g_I, g_E)
+        ctx.mixed_dtype = D.dtype                         # lower than the weights' under autocast
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, s_I, W, g_I, g_E = ctx.saved_tensors
+        need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad
+        g = channels(g_I, s_I)
+        gated = s_I * g
+        dt = ctx.mixed_dtype
+        D = min_positive_(pointwise(W.to(dt), gated.to(dt)))
+        # Operation for operation the backward of Inhibition -> MinPositiveSTE -> Integrate (the
+        # generated code's path), so both give bit-identical gradients; each rounds as autograd does.
+        grad_b = _sum_to_channels(grad) if need_b else None
+        ge = channels(g_E, a)
+        grad_D = torch.mul(a, ge).div_(D).div_(D).mul_(grad).neg_()   # dL/dI_div through the STE
+        r = torch.div(grad, D)
+        del D
+        ga = torch.mul(r, ge)                               # dL/dI_EE = -dL/dI_sub
+        grad_gE = _sum_to_channels(r.mul_(a)) if need_gE else None
+        del r
+        inner = need_s or need_gI
+        gs_sub, gw_sub = pointwise_backward(ga, s_I, W, need_s, need_W) if need_s or need_W else (None, None)
+        gs_div, gw_div = pointwise_backward(grad_D, gated, W, inner, need_W) if inner or need_W else (None, None)
+        grad_s = torch.addcmul(gs_sub.neg_(), gs_div, g) if need_s else None
+        grad_gI = _sum_to_channels(gs_div.mul_(s_I)) if need_gI else None
+        grad_W = gw_sub.neg_().add_(gw_div) if need_W else None
+        return (ga if need_EE else None), grad_s, grad_W, grad_gI, grad_gE, grad_b
+
+
+# ---------------------------------------------------------------- fused projection, weights not copied into the graph
+
+
+class Project(Function):
+    """x -> [W_1 x, W_2 x, ...] as one conv/matmul (one concatenated weight, output split).
+
+    The concatenated weight is not kept from the forward (the backward rebuilds it), so the
+    saved state is the input and the parameters themselves."""
+
+    @staticmethod
+    def forward(ctx, x, conv, stride, padding, *weights):
+        W = torch.cat(weights, 0)
+        out = F.conv2d(x, W, None, stride, padding) if conv else F.linear(x, W)
+        ctx.save_for_backward(x, *weights)
+        ctx.geometry = (conv, stride, padding)
+        return tuple(out.split([w.shape[0] for w in weights], 1 if conv else -1))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, *weights = ctx.saved_tensors
+        conv, stride, padding = ctx.geometry
+        need_x, need_ws = ctx.needs_input_grad[0], ctx.needs_input_grad[4:]
+        # One product with the whole weight and gradient, as plain autograd does: the gradients stay
+        # bit-identical to the unfused path (a split product would sum in another order).
+        dt = grads[0].dtype                              # the product's dtype (lower under autocast)
+        x, weights = x.to(dt), [w.to(dt) for w in weights]
+        if conv:
+            # The input gradient with the whole weight and gradient, as plain autograd computes it
+            # (a split product would sum in another order); the concatenated weight dies before the
+            # weight gradients are made, part by part, which sum in the same order as the whole.
+            gx = None
+            if need_x:
+                geometry = ([stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1)
+                gx = torch.ops.aten.convolution_backward(torch.cat(grads, 1), x, torch.cat(weights, 0), None,
+                                                         *geometry, [True, False, False])[0]
+            gws = [torch.ops.aten.convolution_backward(g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False,
+                                                       [0, 0], 1, [False, True, False])[1] if need else None
+                   for g, w, need in zip(grads, weights, need_ws)]
+            return (gx, None, None, None, *gws)
+        grad = torch.cat(grads, -1)
+        gx = grad @ torch.cat(weights, 0) if need_x else None
+        gw = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if any(need_ws) else None
+        gws = gw.split([w.shape[0] for w in weights], 0) if gw is not None else [None] * len(weights)
+        return (gx, None, None, None, *gws)

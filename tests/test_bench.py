@@ -1,0 +1,55 @@
+"""The benchmark's own pieces: the conv-only floor, interleaved timing, the command line."""
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+import eidsl
+from bench.floor import Floor
+from bench.timing import interleaved, paired_ratio
+from compiler import ops
+from conftest import SPECS
+from eidsl.cli import app
+
+
+def test_floor_has_the_e_i_networks_fused_projections_and_trains():
+    net = eidsl.build(SPECS / "mlp.ei", depth=2, T=2)
+    floor = Floor(net)
+    projects = [s for s in net.plan.steps if s.op == "project"]
+    assert len(floor.fused) == len(projects) == 2
+    assert [tuple(w.shape) for w in floor.fused] == [(500 + 125, 784), (10 + 2, 500)]
+    x = torch.rand(3, 1, 28, 28)
+    logits = floor(x)
+    assert logits.shape == (3, 10)
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in floor.fused)
+
+
+def test_interleaved_rotates_the_order_and_ratios_pair_repetitions():
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert [len(v) for v in times.values()] == [3, 3]
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_fused_ops_under_bf16_autocast_match_the_plain_forward():
+    net = eidsl.build(SPECS / "mlp.ei", depth=2, T=2)
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    eidsl.ei_init(net, x)
+    outs = []
+    for enabled in (True, False):
+        with ops.use_fused(enabled), torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(net(x))
+    assert outs[0].dtype == torch.bfloat16 and torch.equal(outs[0], outs[1])
+    net.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(net(x).float(), torch.tensor([3, 4]))
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_bench_command_refuses_an_unknown_precision():
+    result = CliRunner().invoke(app, ["bench", "--amp", "fp8"])
+    assert result.exit_code == 2
+    assert "--amp takes bf16" in result.output

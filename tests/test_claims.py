@@ -1,0 +1,49 @@
+"""The paper's qualitative claims on tiny budgets (issue 6 quick mode); full runs: bench/experiments.py.
+
+Only claims that hold robustly at this size are asserted.
+"""
+import torch
+
+import eidsl
+from eidsl.api import load_graph
+from eidsl.config import TrainConfig
+from eidsl.data import load
+from eidsl.train import Trainer
+
+from conftest import SPECS
+
+
+def rates_at_init(family: str, depth: int = 16) -> list[float]:
+    train, _, _ = load("mnist5k", augment=False)
+    x = torch.stack([train[i][0] for i in range(0, len(train), 32)])
+    torch.manual_seed(0)
+    net = eidsl.build(SPECS / "mlp.ei", depth=depth, family=family)
+    if family == "ei":
+        eidsl.ei_init(net, x)
+    with torch.no_grad():
+        env = net.run(x, keep=True)
+    return [float(env[s.outs[0]].mean()) for s in net.plan.steps if s.op == "lif"]
+
+
+def test_ei_init_keeps_a_deep_stack_firing_where_default_init_goes_silent():
+    ei, plain = rates_at_init("ei"), rates_at_init("plain")
+    assert len(ei) == 15
+    assert all(0.05 < r < 0.5 for r in ei)          # every layer active (PAPER.md §7: 0.11-0.18)
+    assert plain[0] < 0.02 and max(plain[1:]) < 0.001   # silent from layer 2 on
+
+
+def short_run(tmp_path, family: str, lr: float) -> float:
+    sets = {"depth": "8", "input": "[1,8,8]", "family": f'"{family}"'}
+    graph = load_graph(SPECS / "mlp.ei", sets)
+    cfg = TrainConfig(data="digits", epochs=2, batch_size=64, lr=lr, warmup_epochs=0, seed=0, threads=1,
+                      hist_epochs=[])
+    trainer = Trainer(graph, cfg, tmp_path / family, log=lambda line: None)
+    trainer.start()
+    return trainer.fit()["best_accuracy"]
+
+
+def test_plain_deep_snn_stays_at_chance_while_ei_learns(tmp_path):
+    ei = short_run(tmp_path, "ei", 0.01)
+    plain = short_run(tmp_path, "plain", 0.1)
+    assert plain < 0.2                                 # 10 classes: chance
+    assert ei > 0.5
