@@ -160,7 +160,7 @@ def _torch_load(path: Path):
             warnings.simplefilter("ignore")     # torch warns about pickle protocols it reads anyway
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ImportError_(f"{path}: refused to load: not a plain tensor checkpoint ({_refusal_reason(exc)}); eidsl "
+        raise ImportError_(f"{path}: refused: not a plain tensor checkpoint ({_refusal_reason(exc)}); eidsl "
                            "loads only tensors, never pickled objects, which could run code") from None
     except Exception as exc:
         raise ImportError_(f"{path}: not a readable checkpoint, damaged or truncated? "
