@@ -189,5 +189,5 @@ def _refusal_reason(exc: BaseException) -> str:
     for line in str(exc).splitlines():
         line = line.strip().removeprefix("WeightsUnpickler error:").strip()
         if line.lower().startswith(("trying to load unsupported", "unsupported")):
-            return line
+            return line.split(". ")[0].rstrip(".")     # not torch's advice to allowlist the global
     return "unsupported content"

@@ -330,7 +330,14 @@ def _check_lowerable(graph: ir.Graph) -> None:
         if isinstance(edge, ir.Inhibition) and not isinstance(graph.node(src), ir.Population):
             raise SpecError(f"inhibition must come from a population, but '{src}' is a {graph.node(src).kind}",
                             span, hint="inhibit from the interneuron population itself (`I -| E`)")
+    for src, dst, edge in graph.edges():
+        if isinstance(edge, (ir.Projection, ir.Inhibition)):
+            _check_init(edge.init, f"the weights of '{src}' -> '{dst}'", edge.loc)
     for name, rec in graph.nodes():
+        if isinstance(rec, ir.Population):
+            for what, init in (("gain", rec.gain), ("bias", rec.bias)):
+                if init is not None:
+                    _check_init(init, f"the {what} of '{name}'", rec.loc)
         if isinstance(rec, ir.Readout) and rec.shape is not None and len(rec.shape) != 1:
             raise SpecError(f"the readout needs one value per class, but its input has shape {tuple(rec.shape)}",
                             rec.loc.span() if rec.loc else None,
@@ -340,6 +347,18 @@ def _check_lowerable(graph: ir.Graph) -> None:
             if n != 1:
                 raise SpecError(f"a {rec.kind} takes exactly one input, '{name}' has {n}",
                                 rec.loc.span() if rec.loc else None)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_init(init: ir.Init, what: str, loc) -> None:
+    """Weights are float32: an init value beyond its range would fail (or turn to inf) on filling."""
+    for field_name, v in (("value", init.value), ("low", init.low), ("high", init.high), ("mean", init.mean),
+                          ("std", init.std)):
+        if v is not None and not abs(v) <= FLOAT32_MAX:
+            raise SpecError(f"{what} would start at {v:g} ({init.rule} {field_name}), beyond the float32 range "
+                            f"of a weight (about ±3.4e38)", loc.span() if loc else None)
 
 
 BUILDERS: dict[type, Callable] = {

@@ -450,5 +450,9 @@ def check_size(graph: ir.Graph, batch: int = 1, limit: float | None = None) -> d
 def format_bytes(n: float) -> str:
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
+            if isinstance(n, int) and n // size >= 10**15:
+                # Absurd specs give integers past float range: scientific notation from the digits.
+                digits = str(n // size)
+                return f"{digits[0]}.{digits[1]}e{len(digits) - 1} {unit}"
             return f"{n / size:,.1f} {unit}"
     return f"{int(n)} bytes"

@@ -7,7 +7,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import eidsl  # noqa: F401  (the API first: compiler modules import it)
 from compiler.importer import read_checkpoint
 from eidsl.errors import EidslError
 

@@ -86,3 +86,14 @@ def test_the_size_of_an_input_is_a_located_error(tmp_path):
     with pytest.raises(SpecError) as info:
         load_graph(path)
     assert first_line(info) == f"{path}:4:17: error: the input 'input' has no size 'n': only populations do"
+
+
+@pytest.mark.parametrize("init, shown", [("1e300", "1e+300 (constant value)"), ("uniform(0, 1e300)", "1e+300 (uniform high)"),
+                                         ("normal(1e39, 1)", "1e+39 (normal mean)")])
+def test_an_init_beyond_float32_is_a_located_error(tmp_path, init, shown):
+    # Filling a float32 weight with 1e300 raised a RuntimeError (or made inf weights).
+    path = spec(tmp_path, f"    pop P = lif(4)\n    h = flatten(x)\n    h -> P : dense(init = {init})\n    return readout(P)")
+    with pytest.raises(SpecError) as info:
+        build(path)
+    assert first_line(info) == (f"{path}:6:5: error: the weights of 'flatten_1' -> 'P' would start at {shown}, "
+                                "beyond the float32 range of a weight (about ±3.4e38)")
