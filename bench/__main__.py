@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from compiler.allocator import keep_freed_memory
+
 # Scaling: T grows at batch "T_batch"; the batch grows at T = 4.
 QUICK = {"cases": ["vgg8", "mlp8"], "reps": 3, "compile": [], "memory": ["vgg8"], "scaling": "mlp8",
          "Ts": [1, 2, 4, 8, 16], "T_batch": 8, "batches": [16, 32, 64, 128], "scaling_reps": 2}
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()                 # as `eidsl train` does; the same for every model timed
     setup = Setup(device=args.device, amp=args.amp, channels_last=args.channels_last)
     console = Console(stderr=True)
     log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731

@@ -16,7 +16,7 @@ from eidsl import ir
 from eidsl.passes import node_sign
 
 from .lower import python_name
-from .plan import Plan, Step
+from .plan import Plan, Step, fusible_circuits
 
 RESERVED = {"self", "x", "T", "t", "batch", "torch", "nn", "ops", "Scope"}
 
@@ -312,6 +312,25 @@ def _integrate(g: _Gen, step: Step, ins):
     g.out(step, out)
 
 
+def _circuit_lif(g: _Gen, circuit: Step, lif: Step, ins):
+    a, p = circuit.attrs, circuit.params
+    excitation, s_I = ins[:a["n_exc"]], ins[a["n_exc"]]
+    I_EE = excitation[0]
+    if len(excitation) > 1:
+        I_EE = g.new(circuit.node, "I_EE_sum")
+        g.line(f"{I_EE} = ops.spike_sum({', '.join(excitation)})")
+    gs = a["modes"][0]["grad_scale"]
+    W_EI = _ref(p["W_EI"][0][0])
+    W_EI = f"ops.scale_grad({W_EI}, {_scale(gs)})" if gs != 1.0 else W_EI
+    scaled = f"; W_EI's gradient times {_scale(gs)}" if gs != 1.0 else ""
+    s = g.new(lif.node, f"s_{g.pop(lif.node)}")
+    g.line("# I_int = g_E (I_EE - W_EI s_I) / min_positive(W_EI (g_I * s_I)) + b_E, identity gradient through the")
+    g.line(f"# divisor{scaled}; then the LIF. One fused op: I_int itself is never stored")
+    g.line(f"{s} = ops.ei_circuit_lif({I_EE}, {s_I}, {W_EI}, {g.param(p['g_I'][0])}, {g.param(p['g_E'])}, "
+           f"{g.param(p['b_E'])}, T, {_neuron_args(lif.attrs)})")
+    g.out(lif, s)
+
+
 def _neuron_args(a: dict) -> str:
     return (f"tau={a['tau']!r}, theta={a['theta']!r}, reset={a['reset']!r}, v_reset={a['v_reset']!r}, "
             f"detach_reset={a['detach_reset']}, surrogate={a['surrogate']!r}, alpha={a['alpha']!r}")
@@ -455,11 +474,17 @@ def generate(plan: Plan, graph: ir.Graph | None = None, spec: str | None = None,
     """The generated module's source text."""
     g = _Gen(plan, graph)
     init = g.init_lines()
-    for step in plan.steps:
+    fused = fusible_circuits(plan)      # the runtime's fusion, so that the values stay bit-identical
+    for i, step in enumerate(plan.steps):
         if step.op == "delay_step" or step.op == "lif_step":
             raise ValueError(f"{step.op} outside a loop")
+        if i - 1 in fused:
+            continue
         g.header(step)
-        g.step(step)
+        if i in fused:
+            _circuit_lif(g, step, plan.steps[i + 1], [g.var.get(n, "") for n in step.ins])
+        else:
+            g.step(step)
     origin = f" from {spec}" if spec else ""
     if sets:
         origin += " (" + ", ".join(f"--set {k}={v}" for k, v in sets.items()) + ")"

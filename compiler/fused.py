@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
+from . import kernels
+
 
 def channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
@@ -105,7 +107,8 @@ class LIF(Function):
     @staticmethod
     def forward(ctx, current, T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha):
         decay, soft = 1.0 - 1.0 / tau, reset == "soft"
-        spikes, h = lif_forward(current, T, decay, theta, soft, v_reset)
+        run = kernels.lif_forward if kernels.active() else lif_forward
+        spikes, h = run(current, T, decay, theta, soft, v_reset)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(h)
         ctx.cfg = (T, decay, theta, soft, v_reset, detach_reset, surrogate, alpha)
@@ -114,7 +117,8 @@ class LIF(Function):
     @staticmethod
     def backward(ctx, grad):
         (h,) = ctx.saved_tensors
-        return (lif_backward(grad, h, *ctx.cfg),) + (None,) * 8
+        run = kernels.lif_backward if kernels.active() else lif_backward
+        return (run(grad, h, *ctx.cfg),) + (None,) * 8
 
 
 # ---------------------------------------------------------------- E-I integration
@@ -178,11 +182,23 @@ class MinPositiveSTE(Function):
 # ---------------------------------------------------------------- inhibition currents
 
 
+def _channels_last(s: torch.Tensor) -> bool:
+    return s.dim() == 4 and not s.is_contiguous() and s.is_contiguous(memory_format=torch.channels_last)
+
+
 def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """W (n_out, n_in) applied over the neuron/channel axis, independently at each position."""
+    """W (n_out, n_in) applied over the neuron/channel axis, independently at each position.
+
+    A matrix product, not a 1x1 convolution: oneDNN's 1x1 convolution is up to 10x slower on
+    CPU for the few input channels of an inhibitory population (16 at VGG layer 1)."""
     if s.dim() == 2:
         return F.linear(s, W)
-    return F.conv2d(s, W[:, :, None, None])
+    if _channels_last(s):                               # (N, H, W, I) rows, output stays channels-last
+        return F.linear(s.permute(0, 2, 3, 1), W).permute(0, 3, 1, 2)
+    # bmm with the weight broadcast over the batch: torch.matmul would compute the transposed
+    # product and copy it back into NCHW order, a slow strided pass over an E-sized tensor.
+    s_cols = s.flatten(2)
+    return torch.bmm(W.expand(s.shape[0], *W.shape), s_cols).view(s.shape[0], W.shape[0], *s.shape[2:])
 
 
 def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, need_s: bool, need_W: bool):
@@ -191,9 +207,19 @@ def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, nee
     s, W = s.to(grad.dtype), W.to(grad.dtype)
     if s.dim() == 2:
         return (grad @ W if need_s else None), (grad.t() @ s if need_W else None)
-    gs, gw, _ = torch.ops.aten.convolution_backward(
-        grad, s, W[:, :, None, None], None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_s, need_W, False])
-    return gs, (gw.view_as(W) if need_W else None)
+    if _channels_last(s) and _channels_last(grad):
+        g_rows, s_rows = grad.permute(0, 2, 3, 1), s.permute(0, 2, 3, 1)
+        gs = (g_rows @ W).permute(0, 3, 1, 2) if need_s else None
+        gw = g_rows.reshape(-1, W.shape[0]).t() @ s_rows.reshape(-1, W.shape[1]) if need_W else None
+        return gs, gw
+    g_cols, s_cols = grad.flatten(2), s.flatten(2)
+    gs = torch.bmm(W.t().expand(s.shape[0], W.shape[1], W.shape[0]), g_cols).view(s.shape) if need_s else None
+    gw = None
+    if need_W and g_cols.shape[2] >= 64:               # many positions: one product per sample, summed
+        gw = torch.bmm(g_cols, s_cols.transpose(1, 2)).sum(0)
+    elif need_W:                                        # few: one product over all rows
+        gw = g_cols.transpose(0, 1).reshape(W.shape[0], -1) @ s_cols.transpose(0, 1).reshape(W.shape[1], -1).t()
+    return gs, gw
 
 
 class Inhibition(Function):
@@ -223,6 +249,55 @@ class Inhibition(Function):
 # ---------------------------------------------------------------- the whole circuit, saving a and s_I
 
 
+def _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E):
+    """(I_int, a) of the standard circuit; a = I_EE - I_sub is what the backward keeps."""
+    D = pointwise(W_EI, s_I * channels(g_I, s_I))
+    if kernels.active():
+        return kernels.circuit_forward(I_EE, pointwise(W_EI, s_I), D, g_E, b_E)
+    # The two W_EI products one after the other, each E-sized buffer reused in place as soon as
+    # it is consumed: the peak holds I_EE, a and D, never [I_sub; I_div].
+    D = min_positive_(D)
+    a = pointwise(W_EI, s_I)
+    a = torch.sub(I_EE, a, out=a)
+    return torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a)), a
+
+
+def _recomputed_divisor(s_I, W, g_I, dtype):
+    """W_EI (g_I s_I) again, before min-positive, in the forward's (autocast) dtype."""
+    return pointwise(W.to(dtype), (s_I * channels(g_I, s_I)).to(dtype))
+
+
+def _integration_backward(grad, a, P_div, g_E, need_gE, need_b):
+    """dL/dI_EE (= -dL/dI_sub), dL/dI_div through the straight-through divisor, dL/dg_E, dL/db_E.
+
+    Eager: operation for operation the backward of Inhibition -> MinPositiveSTE -> Integrate
+    (the generated code's path), each rounding as autograd does."""
+    if kernels.active():
+        return kernels.circuit_backward(grad, a, P_div, g_E)
+    D = min_positive_(P_div)
+    grad_b = _sum_to_channels(grad) if need_b else None
+    ge = channels(g_E, a)
+    grad_D = torch.mul(a, ge).div_(D).div_(D).mul_(grad).neg_()
+    r = torch.div(grad, D)
+    del D
+    ga = torch.mul(r, ge)
+    grad_gE = _sum_to_channels(r.mul_(a)) if need_gE else None
+    return ga, grad_D, grad_gE, grad_b
+
+
+def _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI):
+    """dL/ds_I, dL/dW_EI, dL/dg_I from dL/dI_EE (= -dL/dI_sub) and dL/dI_div: one W_EI^T product each."""
+    g = channels(g_I, s_I)
+    gated = s_I * g
+    inner = need_s or need_gI
+    gs_sub, gw_sub = pointwise_backward(ga, s_I, W, need_s, need_W) if need_s or need_W else (None, None)
+    gs_div, gw_div = pointwise_backward(grad_D, gated, W, inner, need_W) if inner or need_W else (None, None)
+    grad_s = torch.addcmul(gs_sub.neg_(), gs_div, g) if need_s else None
+    grad_gI = _sum_to_channels(gs_div.mul_(s_I)) if need_gI else None
+    grad_W = gw_sub.neg_().add_(gw_div) if need_W else None
+    return grad_s, grad_W, grad_gI
+
+
 class Circuit(Function):
     """The standard E-I layer (PAPER.md §1.2 items 2-5 with E-I Prop's min-positive STE):
 
@@ -236,41 +311,62 @@ class Circuit(Function):
 
     @staticmethod
     def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E):
-        # The two W_EI products run one after the other so that each E-sized buffer is reused
-        # in place as soon as it is consumed: the peak holds I_EE, a and D, never [I_sub; I_div].
-        D = min_positive_(pointwise(W_EI, s_I * channels(g_I, s_I)))
-        a = pointwise(W_EI, s_I)
-        a = torch.sub(I_EE, a, out=a)
-        out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+        out, a = _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E)
         ctx.save_for_backward(a, s_I, W_EI, g_I, g_E)
-        ctx.mixed_dtype = D.dtype                         # lower than the weights' under autocast
+        ctx.mixed_dtype = a.dtype                         # lower than the weights' under autocast
         return out
 
     @staticmethod
     def backward(ctx, grad):
         a, s_I, W, g_I, g_E = ctx.saved_tensors
         need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad
-        g = channels(g_I, s_I)
-        gated = s_I * g
-        dt = ctx.mixed_dtype
-        D = min_positive_(pointwise(W.to(dt), gated.to(dt)))
-        # Operation for operation the backward of Inhibition -> MinPositiveSTE -> Integrate (the
-        # generated code's path), so both give bit-identical gradients; each rounds as autograd does.
-        grad_b = _sum_to_channels(grad) if need_b else None
-        ge = channels(g_E, a)
-        grad_D = torch.mul(a, ge).div_(D).div_(D).mul_(grad).neg_()   # dL/dI_div through the STE
-        r = torch.div(grad, D)
-        del D
-        ga = torch.mul(r, ge)                               # dL/dI_EE = -dL/dI_sub
-        grad_gE = _sum_to_channels(r.mul_(a)) if need_gE else None
-        del r
-        inner = need_s or need_gI
-        gs_sub, gw_sub = pointwise_backward(ga, s_I, W, need_s, need_W) if need_s or need_W else (None, None)
-        gs_div, gw_div = pointwise_backward(grad_D, gated, W, inner, need_W) if inner or need_W else (None, None)
-        grad_s = torch.addcmul(gs_sub.neg_(), gs_div, g) if need_s else None
-        grad_gI = _sum_to_channels(gs_div.mul_(s_I)) if need_gI else None
-        grad_W = gw_sub.neg_().add_(gw_div) if need_W else None
-        return (ga if need_EE else None), grad_s, grad_W, grad_gI, grad_gE, grad_b
+        P_div = _recomputed_divisor(s_I, W, g_I, ctx.mixed_dtype)
+        ga, grad_D, grad_gE, grad_b = _integration_backward(grad, a, P_div, g_E, need_gE, need_b)
+        del P_div
+        grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
+        return (ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None), \
+            (grad_b if need_b else None)
+
+
+class CircuitLIF(Function):
+    """The standard circuit followed by the LIF of the same E population, as one op.
+
+    Same values as Circuit then LIF, and it saves what they save: a, s_I and the membrane h.
+    With the compiled kernels the integrated current and its gradient never exist as tensors:
+    one pass over the layer each way instead of two. (Recomputing h in the backward instead of
+    keeping it was tried: the peak is in the first layer's backward, where the recomputation's
+    temporaries cost more than the saved tensor.)"""
+
+    @staticmethod
+    def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E, T, tau, theta, reset, v_reset, detach_reset, surrogate,
+                alpha):
+        decay, soft = 1.0 - 1.0 / tau, reset == "soft"
+        if kernels.active():
+            P_div = pointwise(W_EI, s_I * channels(g_I, s_I))
+            spikes, a, h = kernels.circuit_lif_forward(I_EE, pointwise(W_EI, s_I), P_div, g_E, b_E,
+                                                       T, decay, theta, soft, v_reset)
+        else:
+            I_int, a = _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E)
+            spikes, h = lif_forward(I_int, T, decay, theta, soft, v_reset)
+        ctx.save_for_backward(a, h, s_I, W_EI, g_I, g_E)
+        ctx.mixed_dtype = a.dtype
+        ctx.cfg = (T, decay, theta, soft, v_reset, detach_reset, surrogate, alpha)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, h, s_I, W, g_I, g_E = ctx.saved_tensors
+        need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad[:6]
+        P_div = _recomputed_divisor(s_I, W, g_I, ctx.mixed_dtype)
+        if kernels.active():
+            ga, grad_D, grad_gE, grad_b = kernels.circuit_lif_backward(grad, h, a, P_div, g_E, *ctx.cfg)
+        else:
+            grad_int = lif_backward(grad, h, *ctx.cfg)
+            ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
+        del P_div
+        grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
+        return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
+                (grad_b if need_b else None)) + (None,) * 8
 
 
 # ---------------------------------------------------------------- fused projection, weights not copied into the graph
@@ -300,17 +396,16 @@ class Project(Function):
         dt = grads[0].dtype                              # the product's dtype (lower under autocast)
         x, weights = x.to(dt), [w.to(dt) for w in weights]
         if conv:
-            # The input gradient with the whole weight and gradient, as plain autograd computes it
-            # (a split product would sum in another order); the concatenated weight dies before the
-            # weight gradients are made, part by part, which sum in the same order as the whole.
-            gx = None
-            if need_x:
-                geometry = ([stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1)
-                gx = torch.ops.aten.convolution_backward(torch.cat(grads, 1), x, torch.cat(weights, 0), None,
-                                                         *geometry, [True, False, False])[0]
-            gws = [torch.ops.aten.convolution_backward(g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False,
-                                                       [0, 0], 1, [False, True, False])[1] if need else None
-                   for g, w, need in zip(grads, weights, need_ws)]
+            # One convolution backward for the input and all weight gradients, as plain autograd
+            # computes it: a weight gradient made part by part costs a second pass over the input
+            # (oneDNN's weight-gradient kernel is the slowest of the three on small images).
+            geometry = ([stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1)
+            grad, weight = torch.cat(grads, 1), torch.cat(weights, 0)
+            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, *geometry,
+                                                     [True, False, False])[0] if need_x else None
+            gw = torch.ops.aten.convolution_backward(grad, x, weight, None, *geometry,
+                                                     [False, True, False])[1] if any(need_ws) else None
+            gws = gw.split([w.shape[0] for w in weights], 0) if gw is not None else [None] * len(weights)
             return (gx, None, None, None, *gws)
         grad = torch.cat(grads, -1)
         gx = grad @ torch.cat(weights, 0) if need_x else None

@@ -16,7 +16,7 @@ from eidsl import ir
 from eidsl.errors import EidslError
 
 from . import ops
-from .plan import ParamSpec, Plan, Step, walk
+from .plan import ParamSpec, Plan, Step, fusible_circuits, standard_circuit, walk
 
 
 class InputError(EidslError):
@@ -42,6 +42,7 @@ class Network(nn.Module):
             scope, name = self._scope(spec.path)
             bn = nn.BatchNorm2d(spec.shape[0]) if self._spatial(spec.node) else nn.BatchNorm1d(spec.shape[0])
             scope.add_module(name, bn)
+        self.fused_lif = fusible_circuits(plan)
 
     def _spatial(self, node: str) -> bool:
         return any(s.attrs.get("spatial") for s in walk(self.plan.steps) if s.node == node and s.op == "integrate")
@@ -73,18 +74,24 @@ class Network(nn.Module):
         # Without `keep`, a tensor leaves env after its last reader, so intermediates the
         # backward does not need (conv outputs, integrated currents) die during the forward.
         last = {} if keep else {name: i for i, step in enumerate(self.plan.steps) for name in step.ins}
-        for i, step in enumerate(self.plan.steps):
+        # A circuit and the LIF it feeds run as one op unless someone wants to see the current between them.
+        fuse = self.fused_lif if hook is None and not keep else set()
+        steps, i = self.plan.steps, 0
+        while i < len(steps):
+            step = steps[i]
             if hook is not None:
                 hook(step, env)
             if keep and step.op == "loop":
                 env.update(run_loop(self, step, [env[n] for n in step.ins], keep=True))
-                continue
-            outs = RUNNERS[step.op](self, step, [env[n] for n in step.ins])
-            for name, value in zip(step.outs, outs):
-                env[name] = value
+            elif i in fuse:
+                lif = steps[i + 1]
+                env.update(zip(lif.outs, _run_circuit_lif(self, step, lif, [env[n] for n in step.ins])))
+            else:
+                env.update(zip(step.outs, RUNNERS[step.op](self, step, [env[n] for n in step.ins])))
             for name in step.ins:
                 if last.get(name) == i and name != self.plan.output:
                     env.pop(name, None)
+            i += 2 if i in fuse else 1
         return env if keep else {self.plan.output: env[self.plan.output]}
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -126,7 +133,7 @@ def _run_integrate(net: Network, step: Step, ins):
     I_EE = ops.spike_sum(*excitation) if excitation else None
     if step.params["bn"] is not None:
         I_EE = net.tensor(step.params["bn"])(I_EE)
-    if I_EE is not None and _standard_circuit(step):
+    if I_EE is not None and standard_circuit(step):
         mode, (w_path,) = step.attrs["modes"][0], step.params["W_EI"][0]
         W_EI = net.tensor(w_path)
         W_EI = ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
@@ -156,13 +163,16 @@ def _run_integrate(net: Network, step: Step, ins):
     return [ops.integrate(I_EE, I_sub, I_div, _param(net, step.params["g_E"]), _param(net, step.params["b_E"]))]
 
 
-def _standard_circuit(step: Step) -> bool:
-    """One inhibitor, shared W_EI, both paths, min-positive STE, g_E and b_E: the paper's layer,
-    run by one fused op (same values as the general path below)."""
-    modes, p = step.attrs["modes"], step.params
-    return (len(modes) == 1 and modes[0]["subtractive"] and modes[0]["divisive"] and modes[0]["ste"]
-            and modes[0]["stabilize"] == "min_positive" and len(p["W_EI"][0]) == 1 and p["g_I"][0] is not None
-            and p["g_E"] is not None and p["b_E"] is not None and not step.attrs["balanced_only"])
+def _run_circuit_lif(net: Network, circuit: Step, lif: Step, ins):
+    n_exc = circuit.attrs["n_exc"]
+    mode, (w_path,) = circuit.attrs["modes"][0], circuit.params["W_EI"][0]
+    W_EI = net.tensor(w_path)
+    W_EI = ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
+    a = lif.attrs
+    return [ops.ei_circuit_lif(ops.spike_sum(*ins[:n_exc]), ins[n_exc], W_EI, net.tensor(circuit.params["g_I"][0]),
+                               net.tensor(circuit.params["g_E"]), net.tensor(circuit.params["b_E"]), a["T"],
+                               a["tau"], a["theta"], a["reset"], a["v_reset"], a["detach_reset"], a["surrogate"],
+                               a["alpha"])]
 
 
 def _run_lif(net: Network, step: Step, ins):

@@ -134,6 +134,18 @@ def ei_circuit(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: t
     return integrate(I_EE, I_sub, stabilise(I_div, "min_positive", True), g_E, b_E)
 
 
+def ei_circuit_lif(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor,
+                   g_E: torch.Tensor, b_E: torch.Tensor, T: int, tau: float = 2.0, theta: float = 1.0,
+                   reset: str = "soft", v_reset: float = 0.0, detach_reset: bool = True,
+                   surrogate: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
+    """lif(ei_circuit(...)): the E population's spikes. Eager: one Function (fused.CircuitLIF)."""
+    if _fast():
+        return fused.CircuitLIF.apply(I_EE, s_I, W_EI, g_I, g_E, b_E, T, tau, theta, reset, v_reset,
+                                      detach_reset, surrogate, alpha)
+    return lif(ei_circuit(I_EE, s_I, W_EI, g_I, g_E, b_E), T, tau, theta, reset, v_reset, detach_reset,
+               surrogate, alpha)
+
+
 def min_positive(I_div: torch.Tensor) -> torch.Tensor:
     """Exact zeros replaced by the smallest positive entry of the same sample and time step.
 

@@ -52,3 +52,27 @@ def walk(steps: list[Step]):
         yield step
         if step.op == "loop":
             yield from walk(step.attrs["body"])
+
+
+def standard_circuit(step: Step) -> bool:
+    """One inhibitor, shared W_EI, both paths, min-positive STE, g_E and b_E: the paper's layer,
+    run by one fused op (the same values as the general path of the runtime)."""
+    modes, p = step.attrs["modes"], step.params
+    return (len(modes) == 1 and modes[0]["subtractive"] and modes[0]["divisive"] and modes[0]["ste"]
+            and modes[0]["stabilize"] == "min_positive" and len(p["W_EI"][0]) == 1 and p["g_I"][0] is not None
+            and p["g_E"] is not None and p["b_E"] is not None and not step.attrs["balanced_only"])
+
+
+def fusible_circuits(plan: Plan) -> set[int]:
+    """Indices of standard-circuit steps whose current only feeds the LIF step right after them."""
+    readers: dict[str, int] = {}
+    for step in plan.steps:
+        for name in step.ins:
+            readers[name] = readers.get(name, 0) + 1
+    found = set()
+    for i, (step, nxt) in enumerate(zip(plan.steps, plan.steps[1:])):
+        if (step.op == "integrate" and nxt.op == "lif" and nxt.ins == step.outs and readers[step.outs[0]] == 1
+                and step.outs[0] != plan.output and step.params["bn"] is None and step.attrs["n_exc"] >= 1
+                and len(step.ins) == step.attrs["n_exc"] + 1 and standard_circuit(step)):
+            found.add(i)
+    return found

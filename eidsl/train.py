@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from compiler.allocator import keep_freed_memory
+
 from . import checkpoint as ckpt
 from . import distributed, ir, metrics, probe
 from .api import build_graph, ei_init, optimizer as make_optimizer
@@ -102,6 +104,8 @@ class Trainer:
 
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         _seed_everything(cfg.seed)
         self.train_set, self.test_set, self.info = load_data(graph, cfg)
         if self.world.distributed:

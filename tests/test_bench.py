@@ -26,8 +26,10 @@ def test_floor_has_the_e_i_networks_fused_projections_and_trains():
 
 def test_interleaved_rotates_the_order_and_ratios_pair_repetitions():
     calls = []
-    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1)
-    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1,
+                        burst=2)
+    # warm-up, then per repetition each model runs one settling step and a timed burst of two, in turn
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
     assert [len(v) for v in times.values()] == [3, 3]
     assert paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
 

@@ -74,9 +74,10 @@ def test_generated_forward_reads_in_paper_terms(tmp_path, monkeypatch):
     compile_cli(tmp_path, "mlp.ei", [], "-q")
     source = (latest_build() / "model.py").read_text()
     forward = source.split("def forward")[1]
+    # The paper's layer runs as the runtime runs it, circuit and LIF fused, with its formula beside it.
     for term in ("layer_1_I_EE, layer_1_I_IE = ops.project", "layer_1_s_I = ops.relu(layer_1_I_IE)",
-                 "layer_1_I_sub, layer_1_I_div = ops.inhibition_currents", "1 / 784", "ops.stabilise(",
-                 "layer_1_I_int = ops.integrate(", "layer_1_s_E = ops.lif(", "classifier_1_I_EE - classifier_1_I_sub",
+                 "# I_int = g_E (I_EE - W_EI s_I) / min_positive(W_EI (g_I * s_I)) + b_E", "1 / 784",
+                 "layer_1_s_E = ops.ei_circuit_lif(layer_1_I_EE, layer_1_s_I,", "classifier_1_I_EE - classifier_1_I_sub",
                  "logits = ops.readout_mean("):
         assert term in forward, term
     # One comment per layer, pointing at the spec line that declares it.

@@ -1,0 +1,111 @@
+"""The compiled elementwise kernels (compiler/kernels.py) and the fused circuit+LIF op: the same
+values and gradients as the eager Functions, a plan-level choice of what to fuse, and a clean
+fallback when no compiler is available."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import eidsl
+from compiler import fused, kernels, ops
+from compiler.plan import fusible_circuits
+
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+NEURON = dict(T=2, tau=2.0, theta=1.0, reset="soft", v_reset=0.0, detach_reset=True, surrogate="sigmoid", alpha=4.0)
+
+
+def _layer_inputs(shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    n_E, n_I = shape[1], max(shape[1] // 4, 1)
+    I_EE = (torch.rand(shape, generator=gen) * 2).requires_grad_()
+    s_I = torch.relu(torch.randn((shape[0], n_I, *shape[2:]), generator=gen)).requires_grad_()
+    W_EI = torch.rand(n_E, n_I, generator=gen).requires_grad_()
+    g_I, g_E, b_E = (torch.rand(n, generator=gen).add(0.5).requires_grad_() for n in (n_I, n_E, n_E))
+    return I_EE, s_I, W_EI, g_I, g_E, b_E
+
+
+def _run(fn, inputs, grad_seed=1):
+    out = fn(*inputs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed))
+    grads = torch.autograd.grad(out, inputs, g)
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("shape", [(8, 12), (4, 8, 3, 3)], ids=["dense", "conv"])
+def test_compiled_circuit_lif_matches_the_eager_functions(shape):
+    inputs = _layer_inputs(shape)
+    with torch.no_grad():
+        inputs[1][0].zero_()          # a sample-step with no inhibition: min-positive must give +inf, not NaN
+    layer = lambda *xs: fused.CircuitLIF.apply(*xs, *NEURON.values())  # noqa: E731
+    with kernels.use_kernels(True):
+        compiled = _run(layer, inputs)
+    with kernels.use_kernels(False):
+        eager = _run(layer, inputs)
+        separate = _run(lambda *xs: ops.lif(fused.Circuit.apply(*xs), **NEURON), inputs)
+    assert torch.equal(compiled[0], eager[0]) and torch.equal(eager[0], separate[0])
+    for name, a, b, c in zip(("I_EE", "s_I", "W_EI", "g_I", "g_E", "b_E"), compiled[1], eager[1], separate[1]):
+        assert torch.isfinite(a).all(), name
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+        assert torch.equal(b, c), name       # the eager fused op is the two eager ops, bit for bit
+
+
+@pytest.mark.parametrize("reset,detach,surrogate", [("soft", False, "atan"), ("hard", True, "triangle")])
+def test_compiled_lif_matches_the_eager_lif(reset, detach, surrogate):
+    current = (torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(2)) * 2).requires_grad_()
+    args = (3, 2.0, 1.0, reset, 0.0, detach, surrogate, 2.0)
+    results = []
+    for on in (True, False):
+        with kernels.use_kernels(on):
+            results.append(_run(lambda x: fused.LIF.apply(x, *args), (current,)))
+    (s_c, (g_c,)), (s_e, (g_e,)) = results
+    assert torch.equal(s_c, s_e)
+    assert torch.allclose(g_c, g_e, rtol=1e-5, atol=1e-7)
+
+
+def test_the_network_fuses_each_standard_layer_and_keeps_its_values():
+    vgg = eidsl.build(SPECS / "vgg.ei", depth=8, T=2, input=[3, 32, 32])
+    assert len(fusible_circuits(vgg.plan)) == 5              # the five E-I conv layers; not the readout
+    assert len(fusible_circuits(eidsl.build(SPECS / "mlp.ei", depth=4).plan)) == 3
+    assert not fusible_circuits(eidsl.build(SPECS / "mlp.ei", depth=4, family="bn").plan)
+    assert not fusible_circuits(eidsl.build(SPECS / "motifs" / "subtractive.ei").plan)
+
+    net = eidsl.build(SPECS / "convnet.ei", T=2)
+    x = torch.rand(3, *net.plan.input.shape, generator=torch.Generator().manual_seed(0))
+    eidsl.ei_init(net, x)
+    y = torch.tensor([1, 2, 3])
+
+    def logits_and_grads(run):
+        net.zero_grad()
+        out = run()
+        F.cross_entropy(out, y).backward()
+        return out.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    fused_path = logits_and_grads(lambda: net(x))
+    # A hook asks to see every step, so each circuit and LIF runs on its own.
+    separate = logits_and_grads(lambda: net.run(x, hook=lambda step, env: None)[net.plan.output])
+    with ops.use_fused(False):
+        plain = logits_and_grads(lambda: net(x))
+    assert torch.allclose(fused_path[0], separate[0], rtol=1e-6, atol=1e-6)
+    assert torch.allclose(fused_path[0], plain[0], rtol=1e-5, atol=1e-5)
+    for a, b, c in zip(fused_path[1], separate[1], plain[1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-5)
+
+
+def test_a_missing_compiler_falls_back_to_the_eager_path_once(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise OSError("gcc: command not found")
+        return run
+
+    monkeypatch.setattr(kernels, "_ACTIVE", True)
+    monkeypatch.setattr(kernels.torch, "compile", broken_compile)
+    doubled = kernels.kernel(lambda x: x * 2)
+    with pytest.warns(RuntimeWarning, match="compiled kernels unavailable"):
+        assert torch.equal(doubled(torch.ones(3)), torch.full((3,), 2.0))
+    assert not kernels.active()
+    # The Functions now take their own eager code, with the same results.
+    current = torch.rand(4, 3, generator=torch.Generator().manual_seed(0)) * 2
+    spikes = fused.LIF.apply(current, 2, 2.0, 1.0, "soft", 0.0, True, "sigmoid", 4.0)
+    assert torch.equal(spikes, fused.lif_forward(current, 2, 0.5, 1.0, True, 0.0)[0])
