@@ -1,9 +1,10 @@
-"""Four ways to run the multi-step LIF (forward + backward) on one E-I VGG-8 layer-1 sized input:
+"""Five ways to run the multi-step LIF (forward + backward) on one E-I VGG-8 layer-1 sized input:
 
-  autograd loop     the explicit per-step loop, every op recorded by autograd (eidsl before issue 5)
-  Function          fused.LIF: hand-written forward/backward, saves only h (eidsl's eager default)
-  torch.compile     the explicit loop compiled (inductor fuses each direction into one kernel)
-  library op        the Function's kernels registered as a torch.library custom op (opaque to compile)
+  autograd loop       the explicit per-step loop, every op recorded by autograd (eidsl before issue 5)
+  Function            fused.LIF with its own eager code: hand-written forward/backward, saves only h
+  Function + kernels  fused.LIF running the compiled kernels of compiler/kernels.py (eidsl's default)
+  torch.compile       the explicit loop compiled (inductor fuses each direction into one kernel)
+  library op          the Function's eager code registered as a torch.library custom op
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 
 import torch
 
-from compiler import fused, ops
+from compiler import fused, kernels, ops
 
 from .timing import interleaved, median_ms, paired_ratio
 
@@ -49,6 +50,13 @@ def function(current: torch.Tensor, T: int) -> torch.Tensor:
     return fused.LIF.apply(current, T, 2.0, 1.0, "soft", 0.0, True, "sigmoid", 4.0)
 
 
+def function_kernels(current: torch.Tensor, T: int) -> torch.Tensor:
+    return fused.LIF.apply(current, T, 2.0, 1.0, "soft", 0.0, True, "sigmoid", 4.0)
+
+
+function.kernels, function_kernels.kernels = False, True       # for the forward and the backward
+
+
 def library(current: torch.Tensor, T: int) -> torch.Tensor:
     return lif_op(current, T, 0.5, 1.0)[0]
 
@@ -69,7 +77,8 @@ def compare(device: str = "cpu", compile: bool = True, reps: int = 5, T: int = 4
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(T * shape[0], *shape[1:], generator=gen) * 1.2 + 0.6).to(device).requires_grad_(True)
     grad = torch.randn(x.shape, generator=gen).to(device)
-    variants = {"autograd loop": loop, "Function": function, "library op": library}
+    variants = {"autograd loop": loop, "Function": function, "Function + kernels": function_kernels,
+                "library op": library}
     out: dict = {"shape": f"T={T}, {tuple(x.shape)}", "variants": {}}
     if compile:
         compiled = torch.compile(lambda c, T: ops.lif(c, T), dynamic=False)
@@ -83,13 +92,17 @@ def compare(device: str = "cpu", compile: bool = True, reps: int = 5, T: int = 4
     def step(fn):
         def run():
             x.grad = None
-            fn(x, T).backward(grad)
+            with kernels.use_kernels(getattr(fn, "kernels", kernels.active())):
+                fn(x, T).backward(grad)
             sync()
         return run
+    def step_output(fn):
+        with kernels.use_kernels(getattr(fn, "kernels", kernels.active())):
+            return fn(x, T).detach()
     times = interleaved({k: step(f) for k, f in variants.items()}, reps, warmup=1)
     for name, fn in variants.items():
         row = {"ms": median_ms(times[name]), "ratio": paired_ratio(times[name], times["autograd loop"]),
-               "same_spikes": bool(torch.equal(fn(x, T).detach(), want.detach()))}
+               "same_spikes": bool(torch.equal(step_output(fn), want.detach()))}
         if name != "torch.compile(loop)":
             row["saved_mb"] = saved_mb(fn, x, T)
         out["variants"][name] = row

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import warnings
@@ -55,6 +56,8 @@ def kernel(body):
         global _ACTIVE
         nonlocal compiled
         if compiled is None:
+            # Inductor's C++ toolchain probe warns about CUDA_HOME on CPU-only machines: not news to a user.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             compiled = torch.compile(body, dynamic=True, fullgraph=True)
         # No duck sizing: a layer whose channel count equals the batch must not get its own
         # specialisation. Every layer shape, T and neuron setting may need one entry.
