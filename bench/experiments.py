@@ -38,11 +38,15 @@ def experiments(quick: bool) -> dict[str, list[dict]]:
     depth_grid = "depth=2,8" if quick else "depth=2,4,8,16"
     return {
         "depth": [dict(spec=MLP, grid=[depth_grid, "family=ei,bn,plain"], epochs=e)],
-        "ablation": [dict(spec=MLP, grid=[f"depth={d}"], sets=VARIANT_SETS[v], name=f"{v}", epochs=e)
+        # L = 16 ablations at half the full recipe's 40 epochs: enough to see what breaks, and the
+        # six of them fit the 90-minute budget beside the other experiments.
+        "ablation": [dict(spec=MLP, grid=[f"depth={d}"], sets=VARIANT_SETS[v], name=f"{v}",
+                          epochs=e or (20 if d == 16 else None))
                      for d in ((8,) if quick else (8, 16)) for v in VARIANT_SETS],
         "ratio": [dict(spec=MLP, grid=["ratio=1,2,4,8,16", "depth=8"], epochs=e),
-                  dict(spec=CONV, grid=["ratio=1,2,4,8,16"], epochs=1 if quick else None)],
-        "motifs": [dict(spec=p, grid=[], epochs=e) for p in sorted(MOTIFS.glob("*.ei"))],
+                  dict(spec=CONV, grid=["ratio=1,2,4,8,16"], epochs=1 if quick else 5)],
+        # The motif files carry no train block: one budget for all, the trainer's defaults otherwise.
+        "motifs": [dict(spec=p, grid=[], epochs=e or 10) for p in sorted(MOTIFS.glob("*.ei"))],
         "convnet": [dict(spec=CONV, grid=["family=ei,bn,plain"], epochs=1 if quick else None)],
     }
 
