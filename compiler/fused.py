@@ -332,10 +332,10 @@ class CircuitLIF(Function):
     """The standard circuit followed by the LIF of the same E population, as one op.
 
     Same values as Circuit then LIF, and it saves what they save: a, s_I and the membrane h.
-    With the compiled kernels the integrated current and its gradient never exist as tensors:
-    one pass over the layer each way instead of two. (Recomputing h in the backward instead of
-    keeping it was tried: the peak is in the first layer's backward, where the recomputation's
-    temporaries cost more than the saved tensor.)"""
+    With the compiled kernels the forward is one pass over the layer: the integrated current
+    never exists as a tensor. (Recomputing h in the backward instead of keeping it was tried:
+    the step's peak is in the first layer's backward, where the recomputation's temporaries
+    cost more than the saved tensor.)"""
 
     @staticmethod
     def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E, T, tau, theta, reset, v_reset, detach_reset, surrogate,
@@ -357,13 +357,12 @@ class CircuitLIF(Function):
     def backward(ctx, grad):
         a, h, s_I, W, g_I, g_E = ctx.saved_tensors
         need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad[:6]
+        # Two kernels, the LIF's first: one fused backward kernel is no faster, and its temporaries,
+        # alive beside the recomputed divisor, raised the step's peak by 10 MB (VGG-8).
+        grad_int = (kernels.lif_backward if kernels.active() else lif_backward)(grad, h, *ctx.cfg)
         P_div = _recomputed_divisor(s_I, W, g_I, ctx.mixed_dtype)
-        if kernels.active():
-            ga, grad_D, grad_gE, grad_b = kernels.circuit_lif_backward(grad, h, a, P_div, g_E, *ctx.cfg)
-        else:
-            grad_int = lif_backward(grad, h, *ctx.cfg)
-            ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
-        del P_div
+        ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
+        del P_div, grad_int
         grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
         return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
                 (grad_b if need_b else None)) + (None,) * 8
@@ -396,16 +395,18 @@ class Project(Function):
         dt = grads[0].dtype                              # the product's dtype (lower under autocast)
         x, weights = x.to(dt), [w.to(dt) for w in weights]
         if conv:
-            # One convolution backward for the input and all weight gradients, as plain autograd
-            # computes it: a weight gradient made part by part costs a second pass over the input
-            # (oneDNN's weight-gradient kernel is the slowest of the three on small images).
+            # The input gradient with the whole weight and gradient, as plain autograd computes it
+            # (a split product would sum in another order); the concatenated gradient and weight
+            # die before the weight gradients are made, part by part, from the separate gradients.
+            # (One weight-gradient call on the concatenation is no faster here and keeps an
+            # (n_E + n_I)-channel gradient alive: +10 MB at VGG-8's peak.)
             geometry = ([stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1)
-            grad, weight = torch.cat(grads, 1), torch.cat(weights, 0)
-            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, *geometry,
-                                                     [True, False, False])[0] if need_x else None
-            gw = torch.ops.aten.convolution_backward(grad, x, weight, None, *geometry,
-                                                     [False, True, False])[1] if any(need_ws) else None
-            gws = gw.split([w.shape[0] for w in weights], 0) if gw is not None else [None] * len(weights)
+            gx = None
+            if need_x:
+                gx = torch.ops.aten.convolution_backward(torch.cat(grads, 1), x, torch.cat(weights, 0), None,
+                                                         *geometry, [True, False, False])[0]
+            gws = [torch.ops.aten.convolution_backward(g, x, w, None, *geometry, [False, True, False])[1] if need
+                   else None for g, w, need in zip(grads, weights, need_ws)]
             return (gx, None, None, None, *gws)
         grad = torch.cat(grads, -1)
         gx = grad @ torch.cat(weights, 0) if need_x else None

@@ -165,7 +165,7 @@ def lif_backward(grad, h, T: int, decay: float, theta: float, soft: bool, v_rese
     return torch.stack(out[::-1]).flatten(0, 1)
 
 
-# ---------------------------------------------------------------- the layer: circuit, then LIF, in one pass
+# ---------------------------------------------------------------- the layer's forward: circuit, then LIF, in one pass
 
 
 @kernel
@@ -175,10 +175,3 @@ def circuit_lif_forward(I_EE, P_sub, P_div, g_E, b_E, T: int, decay: float, thet
     I_int, a = circuit_forward.body(I_EE, P_sub, P_div, g_E, b_E)
     spikes, h = lif_forward.body(I_int, T, decay, theta, soft, v_reset)
     return spikes, a, h
-
-
-@kernel
-def circuit_lif_backward(grad, h, a, P_div, g_E, T: int, decay: float, theta: float, soft: bool,
-                         v_reset: float, detach_reset: bool, surrogate: str, alpha: float):
-    grad_int = lif_backward.body(grad, h, T, decay, theta, soft, v_reset, detach_reset, surrogate, alpha)
-    return _integration_grads(grad_int, a, min_positive(P_div), g_E)
