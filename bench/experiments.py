@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -114,16 +115,59 @@ def init_rates(out: Path, depth: int = 16) -> dict[str, list[float]]:
     return rates
 
 
+def ablation_gradients(out: Path, depths=(8, 16)) -> list[dict]:
+    """What each ablation does to the first training step: loss, firing rate, whether everything
+    stays finite, the gradient norm of W_EE in the first and the last hidden layer, of W_EI in the first."""
+    import torch
+    import torch.nn.functional as F
+
+    import eidsl
+    from eidsl.data import load
+
+    train, _, _ = load("mnist5k", augment=False)
+    idx = range(0, len(train), len(train) // 128)
+    x = torch.stack([train[i][0] for i in idx][:128])
+    y = torch.tensor([int(train[i][1]) for i in idx][:128])
+    rows = []
+    for depth in depths:
+        for variant, sets in VARIANT_SETS.items():
+            torch.manual_seed(0)
+            net = eidsl.build(MLP, depth=depth, sets=sets)
+            eidsl.ei_init(net, x)          # as the trainer does; with ei_init = false no rule uses it
+            env = net.run(x, keep=True)
+            logits = env[net.plan.output]
+            rate = torch.stack([env[s.outs[0]].mean() for s in net.plan.steps if s.op == "lif"]).mean()
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            norms = [float(net.tensor(p.path).grad.norm()) for p in net.plan.params
+                     if p.role == "W_EE" and net.tensor(p.path).grad is not None]
+            w_ei = [float(net.tensor(p.path).grad.norm()) for p in net.plan.params
+                    if p.role == "W_EI" and net.tensor(p.path).grad is not None]
+            finite = bool(torch.isfinite(logits).all()) and all(map(math.isfinite, norms + w_ei))
+            rows.append({"depth": depth, "variant": variant, "loss": float(loss), "rate": float(rate),
+                         "finite": finite, "grad_first": norms[0], "grad_last_hidden": norms[-2],
+                         "grad_W_EI_first": w_ei[0]})
+    lines = ["| depth | variant | loss | firing rate | finite | grad W_EE layer 1 | grad W_EE last hidden | "
+             "grad W_EI layer 1 |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['depth']} | {r['variant']} | {r['loss']:.3f} | {r['rate']:.3f} | {'yes' if r['finite'] else 'NO'} | "
+              f"{r['grad_first']:.2e} | {r['grad_last_hidden']:.2e} | {r['grad_W_EI_first']:.2e} |" for r in rows]
+    (out / "ablation").mkdir(parents=True, exist_ok=True)
+    (out / "ablation" / "gradients.md").write_text("\n".join(lines) + "\n")
+    (out / "ablation" / "gradients.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny budgets (CI-sized)")
-    ap.add_argument("--only", default="", help="comma-separated subset of: init,depth,ablation,ratio,motifs,convnet")
+    ap.add_argument("--only", default="",
+                    help="comma-separated subset of: init,gradients,depth,ablation,ratio,motifs,convnet")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments")
     ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each spec's own)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     args = ap.parse_args()
     out = args.out
-    chosen = set(filter(None, args.only.split(","))) or {"init", *experiments(args.quick)}
+    chosen = set(filter(None, args.only.split(","))) or {"init", "gradients", *experiments(args.quick)}
     times = {}
     if "init" in chosen:
         start = time.time()
@@ -131,6 +175,12 @@ def main() -> None:
         times["init"] = time.time() - start
         for family, r in rates.items():
             print(f"init rates {family}: " + " ".join(f"{v:.3f}" for v in r), flush=True)
+    if "gradients" in chosen:
+        start = time.time()
+        for r in ablation_gradients(out, (8,) if args.quick else (8, 16)):
+            print(f"first step, L={r['depth']} {r['variant']}: loss {r['loss']:.3f}, rate {r['rate']:.3f}, "
+                  f"grad W_EE {r['grad_first']:.2e} .. {r['grad_last_hidden']:.2e}", flush=True)
+        times["gradients"] = time.time() - start
     for name, jobs in experiments(args.quick).items():
         if name in chosen:
             start = time.time()
