@@ -47,3 +47,21 @@ def test_plain_deep_snn_stays_at_chance_while_ei_learns(tmp_path):
     plain = short_run(tmp_path, "plain", 0.1)
     assert plain < 0.2                                 # 10 classes: chance
     assert ei > 0.5
+
+
+def test_each_ablation_changes_the_first_step_as_the_paper_says(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("experiments", SPECS.parent / "bench" / "experiments.py")
+    experiments = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiments)
+    rows = {r["variant"]: r for r in experiments.ablation_gradients(tmp_path, depths=(8,))}
+    full = rows["full"]
+    assert full["finite"] and 0.05 < full["rate"] < 0.5 and full["grad_first"] > 0
+    # Without E-I Init the stack is silent: no spikes, no gradient anywhere (firing-rate collapse).
+    assert rows["no_ei_init"]["rate"] == 0 and rows["no_ei_init"]["grad_first"] == 0
+    # E-I Prop's 1/d: without it W_EI's gradient is d = 784 (layer 1's fan-in) times larger.
+    assert abs(rows["no_grad_scale"]["grad_W_EI_first"] / full["grad_W_EI_first"] / 784 - 1) < 1e-4
+    # The other parts change nothing before the first update on this data (no exact zero divisor).
+    for variant in ("no_ste", "no_dale", "epsilon_division"):
+        assert rows[variant]["grad_first"] == full["grad_first"], variant
+    assert (tmp_path / "ablation" / "gradients.md").read_text().count("\n") == 2 + len(rows)
