@@ -144,7 +144,7 @@ def ablation_gradients(out: Path, depths=(8, 16)) -> list[dict]:
             w_ei = [float(net.tensor(p.path).grad.norm()) for p in net.plan.params
                     if p.role == "W_EI" and net.tensor(p.path).grad is not None]
             finite = bool(torch.isfinite(logits).all()) and all(map(math.isfinite, norms + w_ei))
-            rows.append({"depth": depth, "variant": variant, "loss": float(loss.detach()), "rate": float(rate),
+            rows.append({"depth": depth, "variant": variant, "loss": float(loss.detach()), "rate": float(rate.detach()),
                          "finite": finite, "grad_first": norms[0], "grad_last_hidden": norms[-2],
                          "grad_W_EI_first": w_ei[0]})
     lines = ["| depth | variant | loss | firing rate | finite | grad W_EE layer 1 | grad W_EE last hidden | "
