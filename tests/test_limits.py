@@ -157,8 +157,8 @@ def test_memory_command_reports_and_refuses():
     ok = runner.invoke(app, ["memory", str(SPECS / "mlp.ei"), "--json"])
     assert ok.exit_code == 0
     report = json.loads(ok.stdout)
-    assert report["batch"] == 128                      # the train block's batch_size
-    assert report["total_bytes"] == estimate_bytes(load_graph(SPECS / "mlp.ei"), 128)["total_bytes"]
+    assert report["batch"] == 64                       # the train block's batch_size (E-I family)
+    assert report["total_bytes"] == estimate_bytes(load_graph(SPECS / "mlp.ei"), 64)["total_bytes"]
     over = runner.invoke(app, ["memory", str(SPECS / "mlp.ei"), "--batch", "100000", "--memory-limit", "1G"])
     assert over.exit_code == 2
     assert "network too large: a training step at batch 100,000" in over.output

@@ -43,8 +43,11 @@ def cli(*args):
 def full_run(tmp_path_factory):
     """An uninterrupted 3-epoch run through the CLI: the reference for resume, eval and plot."""
     run = tmp_path_factory.mktemp("full") / "run"
+    # The same settings as CFG (tiny_trainer), whatever the spec's train block says.
+    toml = run.parent / "cfg.toml"
+    toml.write_text(f"[train]\nwarmup_epochs = {CFG['warmup_epochs']}\n")
     code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", 3, "--seed", 7,
-                       "--batch-size", 128, "--lr", 0.01, "--threads", 1, "--out", run)
+                       "--batch-size", 128, "--lr", 0.01, "--threads", 1, "--config", toml, "--out", run)
     assert code == 0, output
     return run, output
 
