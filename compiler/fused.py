@@ -9,13 +9,17 @@ what their backward needs:
     LIF             saves the membrane before the spike, h (one tensor over T)
     Circuit         the paper's whole layer (inhibition, min-positive STE, integration):
                     saves a = I_EE - I_sub and s_I, recomputes the divisor in the backward
+    CircuitLIF      Circuit followed by the E population's LIF, as one op (saves a, s_I, h)
     Project         the fused E->E/E->I product: saves the input, not the concatenated weight
     integrate       saves a and the stabilised divisor      } the same pieces one by one, for
     min-positive    saves nothing (identity backward: STE)  } circuits other than the paper's
     inhibition      saves s_I                               } (and for generated code)
 
-Each backward rounds as autograd's formulas do, so the eager network, the generated code
-(which calls the pieces one by one) and the plain formulas agree bit for bit or to ~1e-7.
+Each eager backward rounds as autograd's formulas do, so the eager code and the plain formulas
+agree bit for bit or to ~1e-7; the generated code calls the same ops as the runtime.
+
+The elementwise parts run as compiled kernels (kernels.py) when those are active, and as the
+in-place eager code here otherwise; both give the same values to float rounding.
 
 Everything is device- and layout-agnostic (no host synchronisation, no
 data-dependent Python branch, channels-last tensors stay channels-last).
