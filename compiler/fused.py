@@ -37,9 +37,7 @@ from torch.autograd import Function
 from . import kernels
 
 
-def channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
-    return v.view(v.shape[0], *([1] * (like.dim() - 2)))
+channels = kernels.channels
 
 
 def _sum_to_channels(x: torch.Tensor) -> torch.Tensor:
@@ -156,12 +154,7 @@ class Integrate(Function):
 # ---------------------------------------------------------------- E-I Prop's stabilisation
 
 
-def min_positive(I_div: torch.Tensor) -> torch.Tensor:
-    """Exact zeros replaced by the smallest positive entry of the same sample and time step."""
-    dims = tuple(range(1, I_div.dim()))
-    positive = torch.where(I_div > 0, I_div, math.inf)
-    smallest = positive.amin(dims, keepdim=True)
-    return torch.where(I_div == 0, smallest, I_div)
+min_positive = kernels.min_positive
 
 
 def min_positive_(I_div: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,7 @@ def kernel(body):
 
 
 def channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-neuron (dense) or per-channel (conv) vector, shaped to broadcast against `like`."""
     return v.view(v.shape[0], *([1] * (like.dim() - 2)))
 
 

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import fused
+from . import fused, kernels
 
 # The hand-derived Functions of fused.py run in eager mode; under torch.compile (and with
 # use_fused(False), which the benchmark uses for before/after numbers) the plain formulas below
@@ -196,18 +196,7 @@ def relu(x: torch.Tensor) -> torch.Tensor:
     return torch.relu(x)
 
 
-def surrogate_grad(x: torch.Tensor, kind: str, alpha: float) -> torch.Tensor:
-    """d spike / d v at x = v - theta, for the Heaviside's smooth stand-in."""
-    if kind == "sigmoid":
-        s = torch.sigmoid(alpha * x)
-        return alpha * s * (1 - s)
-    if kind == "atan":
-        return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
-    if kind == "triangle":
-        return torch.clamp(alpha - alpha * alpha * x.abs(), min=0)
-    if kind == "rectangle":
-        return (x.abs() < 0.5 / alpha).to(x.dtype) * alpha
-    raise ValueError(f"unknown surrogate {kind!r}")
+surrogate_grad = kernels.surrogate_grad     # d spike / d v at x = v - theta
 
 
 class _Spike(torch.autograd.Function):
