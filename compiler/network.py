@@ -134,10 +134,7 @@ def _run_integrate(net: Network, step: Step, ins):
     if step.params["bn"] is not None:
         I_EE = net.tensor(step.params["bn"])(I_EE)
     if I_EE is not None and standard_circuit(step):
-        mode, (w_path,) = step.attrs["modes"][0], step.params["W_EI"][0]
-        W_EI = net.tensor(w_path)
-        W_EI = ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
-        return [ops.ei_circuit(I_EE, inhibitors[0], W_EI, net.tensor(step.params["g_I"][0]),
+        return [ops.ei_circuit(I_EE, inhibitors[0], _standard_W_EI(net, step), net.tensor(step.params["g_I"][0]),
                                net.tensor(step.params["g_E"]), net.tensor(step.params["b_E"]))]
     I_sub = I_div = None
     rule = ("none", False, 1e-8)
@@ -163,13 +160,17 @@ def _run_integrate(net: Network, step: Step, ins):
     return [ops.integrate(I_EE, I_sub, I_div, _param(net, step.params["g_E"]), _param(net, step.params["b_E"]))]
 
 
-def _run_circuit_lif(net: Network, circuit: Step, lif: Step, ins):
-    n_exc = circuit.attrs["n_exc"]
-    mode, (w_path,) = circuit.attrs["modes"][0], circuit.params["W_EI"][0]
+def _standard_W_EI(net: Network, step: Step) -> torch.Tensor:
+    """A standard circuit's W_EI, with E-I Prop's gradient scale applied."""
+    mode, (w_path,) = step.attrs["modes"][0], step.params["W_EI"][0]
     W_EI = net.tensor(w_path)
-    W_EI = ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
-    a = lif.attrs
-    return [ops.ei_circuit_lif(ops.spike_sum(*ins[:n_exc]), ins[n_exc], W_EI, net.tensor(circuit.params["g_I"][0]),
+    return ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
+
+
+def _run_circuit_lif(net: Network, circuit: Step, lif: Step, ins):
+    n_exc, a = circuit.attrs["n_exc"], lif.attrs
+    return [ops.ei_circuit_lif(ops.spike_sum(*ins[:n_exc]), ins[n_exc], _standard_W_EI(net, circuit),
+                               net.tensor(circuit.params["g_I"][0]),
                                net.tensor(circuit.params["g_E"]), net.tensor(circuit.params["b_E"]), a["T"],
                                a["tau"], a["theta"], a["reset"], a["v_reset"], a["detach_reset"], a["surrogate"],
                                a["alpha"])]
