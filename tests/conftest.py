@@ -1,6 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# The compiled kernels compile once per shape rank, dtype and LIF setting and machine: minutes on
+# two cores, for values equal to the eager path's (tests/test_kernels.py checks them, with the
+# kernels switched on there). Every other test, and the CLI subprocesses it starts, takes the eager
+# path; `EIDSL_KERNELS=compiled pytest` runs the whole suite on the kernels instead.
+os.environ.setdefault("EIDSL_KERNELS", "eager")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

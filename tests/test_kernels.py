@@ -63,6 +63,13 @@ def test_compiled_lif_matches_the_eager_lif(reset, detach, surrogate):
     assert torch.allclose(g_c, g_e, rtol=1e-5, atol=1e-7)
 
 
+@pytest.fixture(autouse=True)
+def _kernels_on():
+    # conftest runs the rest of the suite on the eager path; these tests are about the kernels.
+    with kernels.use_kernels(True):
+        yield
+
+
 def test_the_network_fuses_each_standard_layer_and_keeps_its_values():
     vgg = eidsl.build(SPECS / "vgg.ei", depth=8, T=2, input=[3, 32, 32])
     assert len(fusible_circuits(vgg.plan)) == 5              # the five E-I conv layers; not the readout
