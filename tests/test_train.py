@@ -443,3 +443,31 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
     code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--tensorboard",
                        "--out", tmp_path / "r")
     assert code == 2 and "--tensorboard needs the tensorboard package: pip install tensorboard" in output
+
+
+def _step_gradient_norms(trainer):
+    """The global gradient norm the optimiser sees at each step."""
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for p in trainer.net.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    trainer.optimizer.register_step_pre_hook(record)
+    return norms
+
+
+def test_grad_clip_bounds_the_norm_of_every_update(tmp_path):
+    free = tiny_trainer(tmp_path / "free", {"epochs": 1})
+    free.start()
+    free_norms = _step_gradient_norms(free)
+    free.fit()
+    clipped = tiny_trainer(tmp_path / "clipped", {"epochs": 1, "grad_clip": 0.05})
+    clipped.start()
+    clipped_norms = _step_gradient_norms(clipped)
+    clipped.fit()
+    assert len(free_norms) == len(clipped_norms) > 5
+    assert max(free_norms) > 0.1                       # the bound below is not met by itself
+    assert max(clipped_norms) <= 0.05 * (1 + 1e-5)
+    with pytest.raises(ConfigError, match="grad_clip"):
+        resolve([("run.toml", {"grad_clip": 0})])
