@@ -1,9 +1,12 @@
 """The paper's claims at CPU scale (issue 6), on MNIST-5k: one command runs them all.
 
-    python bench/experiments.py [--quick] [--only depth,ablation,...] [--out runs/experiments]
+    python bench/experiments.py [--quick] [--jobs 2] [--only depth,ablation,...] [--out runs/experiments]
 
 Every experiment is a resumable sweep (`eidsl sweep` underneath): rerunning skips
 finished cells. Tables land in OUT/<experiment>/results.md, figures in OUT/img/.
+`--jobs 2` runs two experiments at a time, one torch thread each (the full set then fits
+90 minutes on 2 cores). `--quick` is the same set on a CI budget: one or two epochs, the
+robust cells of each grid (about 3 minutes with `--jobs 2`).
 """
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,25 +40,36 @@ VARIANT_SETS = {
 
 
 def experiments(quick: bool) -> dict[str, list[dict]]:
-    e = 2 if quick else None  # None: the spec's own train block
-    depth_grid = "depth=2,8" if quick else "depth=2,4,8,16"
+    """The trained experiments. Quick: the cells whose outcome is clear after an epoch or two
+    (plain vs E-I vs BN at depth 8, every ablation and motif, three ratios, the conv net)."""
+    if quick:
+        return {
+            "depth": [dict(spec=MLP, grid=["depth=8", "family=ei,bn,plain"], epochs=2)],
+            "ablation": [dict(spec=MLP, grid=["depth=8"], sets=sets, name=v, epochs=2)
+                         for v, sets in VARIANT_SETS.items()],
+            "ratio": [dict(spec=MLP, grid=["ratio=1,4,16", "depth=8"], epochs=2)],
+            "motifs": [dict(spec=p, grid=[], epochs=1) for p in sorted(MOTIFS.glob("*.ei"))],
+            "convnet": [dict(spec=CONV, grid=["family=ei,plain"], epochs=1)],
+        }
     return {
-        "depth": [dict(spec=MLP, grid=[depth_grid, "family=ei,bn,plain"], epochs=e)],
+        "depth": [dict(spec=MLP, grid=["depth=2,4,8,16", "family=ei,bn,plain"])],
         # L = 16 ablations at half the full recipe's 40 epochs: enough to see what breaks, and the
         # six of them fit the 90-minute budget beside the other experiments.
-        "ablation": [dict(spec=MLP, grid=[f"depth={d}"], sets=VARIANT_SETS[v], name=f"{v}",
-                          epochs=e or (20 if d == 16 else None))
-                     for d in ((8,) if quick else (8, 16)) for v in VARIANT_SETS],
-        "ratio": [dict(spec=MLP, grid=["ratio=1,2,4,8,16", "depth=8"], epochs=e),
-                  dict(spec=CONV, grid=["ratio=1,2,4,8,16"], epochs=1 if quick else 5)],
+        "ablation": [dict(spec=MLP, grid=[f"depth={d}"], sets=sets, name=v, epochs=20 if d == 16 else None)
+                     for d in (8, 16) for v, sets in VARIANT_SETS.items()],
+        "ratio": [dict(spec=MLP, grid=["ratio=1,2,4,8,16", "depth=8"]),
+                  dict(spec=CONV, grid=["ratio=1,2,4,8,16"], epochs=5)],
         # The motif files carry no train block: one budget for all, the trainer's defaults otherwise.
-        "motifs": [dict(spec=p, grid=[], epochs=e or 10) for p in sorted(MOTIFS.glob("*.ei"))],
-        "convnet": [dict(spec=CONV, grid=["family=ei,bn,plain"], epochs=1 if quick else None)],
+        "motifs": [dict(spec=p, grid=[], epochs=10) for p in sorted(MOTIFS.glob("*.ei"))],
+        "convnet": [dict(spec=CONV, grid=["family=ei,bn,plain"])],
     }
 
 
-def run(name: str, jobs: list[dict], out: Path, quick: bool, epochs: int | None = None,
-        threads: int = 1) -> list[dict]:
+# pyplot keeps global state: experiments running side by side draw one at a time.
+_PLOT = threading.Lock()
+
+
+def run(name: str, jobs: list[dict], out: Path, epochs: int | None = None, threads: int = 1) -> list[dict]:
     results = []
     for job in jobs:
         label = job.get("name") or job["spec"].stem
@@ -67,8 +83,9 @@ def run(name: str, jobs: list[dict], out: Path, quick: bool, epochs: int | None 
         for r in sweep.run(lambda line: print(f"  {name}/{label}: {line}", flush=True)):
             results.append({**r, "job": label, "spec": job["spec"].name})
         if job["grid"]:
-            plot_sweep(sweep_results(folder), [k for k, _ in parse_grid(job["grid"])],
-                       out / "img" / f"{name}-{label}.png")
+            with _PLOT:
+                plot_sweep(sweep_results(folder), [k for k, _ in parse_grid(job["grid"])],
+                           out / "img" / f"{name}-{label}.png")
     (out / name).mkdir(parents=True, exist_ok=True)
     (out / name / "all.json").write_text(json.dumps(results, indent=1))
     return results
@@ -100,17 +117,18 @@ def init_rates(out: Path, depth: int = 16) -> dict[str, list[float]]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    labels = {"ei": "E-I (E-I Init)", "plain": "no norm, default init", "bn": "BatchNorm"}
-    for family, r in rates.items():
-        ax.plot(range(1, len(r) + 1), r, marker="o", label=labels[family])
-    ax.set_xlabel(f"hidden layer (MLP, L = {depth})")
-    ax.set_ylabel("firing rate at init")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    (out / "img").mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "img" / "init-firing-rates.png", dpi=120)
+    with _PLOT:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        labels = {"ei": "E-I (E-I Init)", "plain": "no norm, default init", "bn": "BatchNorm"}
+        for family, r in rates.items():
+            ax.plot(range(1, len(r) + 1), r, marker="o", label=labels[family])
+        ax.set_xlabel(f"hidden layer (MLP, L = {depth})")
+        ax.set_ylabel("firing rate at init")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        (out / "img").mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / "img" / "init-firing-rates.png", dpi=120)
     (out / "init_rates.json").write_text(json.dumps(rates, indent=1))
     return rates
 
@@ -165,27 +183,45 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments")
     ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each spec's own)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    ap.add_argument("--jobs", type=int, default=1, help="experiments run side by side")
     args = ap.parse_args()
     out = args.out
-    chosen = set(filter(None, args.only.split(","))) or {"init", "gradients", *experiments(args.quick)}
-    times = {}
-    if "init" in chosen:
-        start = time.time()
-        rates = init_rates(out)
-        times["init"] = time.time() - start
+    trained = experiments(args.quick)
+    chosen = set(filter(None, args.only.split(","))) or {"init", "gradients", *trained}
+
+    # The in-process experiments seed torch's global generator: one at a time.
+    in_process = threading.Lock()
+
+    def init() -> None:
+        with in_process:
+            rates = init_rates(out)
         for family, r in rates.items():
             print(f"init rates {family}: " + " ".join(f"{v:.3f}" for v in r), flush=True)
-    if "gradients" in chosen:
-        start = time.time()
-        for r in ablation_gradients(out, (8,) if args.quick else (8, 16)):
+
+    def gradients() -> None:
+        with in_process:
+            rows = ablation_gradients(out, (8,) if args.quick else (8, 16))
+        for r in rows:
             print(f"first step, L={r['depth']} {r['variant']}: loss {r['loss']:.3f}, rate {r['rate']:.3f}, "
                   f"grad W_EE {r['grad_first']:.2e} .. {r['grad_last_hidden']:.2e}", flush=True)
-        times["gradients"] = time.time() - start
-    for name, jobs in experiments(args.quick).items():
-        if name in chosen:
-            start = time.time()
-            run(name, jobs, out, args.quick, args.epochs, args.threads)
-            times[name] = time.time() - start
+
+    tasks = {name: (lambda jobs=jobs, name=name: run(name, jobs, out, args.epochs, args.threads))
+             for name, jobs in trained.items()}
+    tasks.update(gradients=gradients, init=init)     # the short in-process ones last: they fill the gaps
+    times = {}
+
+    def timed(name: str) -> None:
+        start = time.time()
+        tasks[name]()
+        times[name] = time.time() - start
+
+    import torch
+    torch.set_num_threads(args.threads)                # for the in-process experiments
+    start = time.time()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for done in [pool.submit(timed, name) for name in tasks if name in chosen]:
+            done.result()
+    times["total"] = time.time() - start
     (out / "times.json").write_text(json.dumps(times, indent=1))
     print("wall time per experiment (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
 
