@@ -325,6 +325,35 @@ class Circuit(Function):
             (grad_b if need_b else None)
 
 
+def _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, T, decay, theta, soft, v_reset):
+    """(spikes, a, h) of the standard circuit followed by its E population's LIF."""
+    if kernels.active():
+        P_div = pointwise(W_EI, s_I * channels(g_I, s_I))
+        return kernels.circuit_lif_forward(I_EE, pointwise(W_EI, s_I), P_div, g_E, b_E, T, decay, theta, soft,
+                                           v_reset)
+    I_int, a = _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E)
+    spikes, h = lif_forward(I_int, T, decay, theta, soft, v_reset)
+    return spikes, a, h
+
+
+def _circuit_lif_backward(grad, a, h, s_I, W, g_I, g_E, cfg, mixed_dtype, need):
+    """dL/d(I_EE, s_I, W_EI, g_I, g_E, b_E) from dL/d spikes; `need` flags which to compute."""
+    need_EE, need_s, need_W, need_gI, need_gE, need_b = need
+    # Two kernels, the LIF's first: one fused backward kernel is no faster, and its temporaries,
+    # alive beside the recomputed divisor, raised the step's peak by 10 MB (VGG-8).
+    grad_int = (kernels.lif_backward if kernels.active() else lif_backward)(grad, h, *cfg)
+    P_div = _recomputed_divisor(s_I, W, g_I, mixed_dtype)
+    ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
+    del P_div, grad_int
+    grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
+    return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
+            (grad_b if need_b else None))
+
+
+def _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha):
+    return T, 1.0 - 1.0 / tau, theta, reset == "soft", v_reset, detach_reset, surrogate, alpha
+
+
 class CircuitLIF(Function):
     """The standard circuit followed by the LIF of the same E population, as one op.
 
@@ -335,34 +364,70 @@ class CircuitLIF(Function):
     cost more than the saved tensor.)"""
 
     @staticmethod
-    def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E, T, tau, theta, reset, v_reset, detach_reset, surrogate,
-                alpha):
-        decay, soft = 1.0 - 1.0 / tau, reset == "soft"
-        if kernels.active():
-            P_div = pointwise(W_EI, s_I * channels(g_I, s_I))
-            spikes, a, h = kernels.circuit_lif_forward(I_EE, pointwise(W_EI, s_I), P_div, g_E, b_E,
-                                                       T, decay, theta, soft, v_reset)
-        else:
-            I_int, a = _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E)
-            spikes, h = lif_forward(I_int, T, decay, theta, soft, v_reset)
+    def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron):
+        cfg = _lif_settings(*neuron)
+        spikes, a, h = _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, *cfg[:5])
         ctx.save_for_backward(a, h, s_I, W_EI, g_I, g_E)
         ctx.mixed_dtype = a.dtype
-        ctx.cfg = (T, decay, theta, soft, v_reset, detach_reset, surrogate, alpha)
+        ctx.cfg = cfg
         return spikes
 
     @staticmethod
     def backward(ctx, grad):
         a, h, s_I, W, g_I, g_E = ctx.saved_tensors
-        need_EE, need_s, need_W, need_gI, need_gE, need_b = ctx.needs_input_grad[:6]
-        # Two kernels, the LIF's first: one fused backward kernel is no faster, and its temporaries,
-        # alive beside the recomputed divisor, raised the step's peak by 10 MB (VGG-8).
-        grad_int = (kernels.lif_backward if kernels.active() else lif_backward)(grad, h, *ctx.cfg)
-        P_div = _recomputed_divisor(s_I, W, g_I, ctx.mixed_dtype)
-        ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
-        del P_div, grad_int
-        grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
-        return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
-                (grad_b if need_b else None)) + (None,) * 8
+        grads = _circuit_lif_backward(grad, a, h, s_I, W, g_I, g_E, ctx.cfg, ctx.mixed_dtype,
+                                      ctx.needs_input_grad[:6])
+        return grads + (None,) * 8
+
+
+# The same layer as two custom ops, for torch.compile: the compiler sees one opaque call per
+# direction (running the kernels above) instead of tracing the plain formulas, so a compiled
+# network is never slower than the eager one, and compiles in a fraction of the time.
+
+@torch.library.custom_op("eidsl::circuit_lif", mutates_args=())
+def circuit_lif_op(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor,
+                   g_E: torch.Tensor, b_E: torch.Tensor, T: int, tau: float, theta: float, reset: str,
+                   v_reset: float, detach_reset: bool, surrogate: str,
+                   alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(spikes, a, h); a and h are what the backward needs."""
+    cfg = _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
+    return _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, *cfg[:5])
+
+
+@circuit_lif_op.register_fake
+def _(I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron):
+    return torch.empty_like(I_EE), torch.empty_like(I_EE), torch.empty_like(I_EE)
+
+
+@torch.library.custom_op("eidsl::circuit_lif_backward", mutates_args=())
+def circuit_lif_backward_op(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, s_I: torch.Tensor,
+                            W_EI: torch.Tensor, g_I: torch.Tensor, g_E: torch.Tensor, T: int, tau: float,
+                            theta: float, reset: str, v_reset: float, detach_reset: bool, surrogate: str,
+                            alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   torch.Tensor, torch.Tensor]:
+    cfg = _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
+    return _circuit_lif_backward(grad, a, h, s_I, W_EI, g_I, g_E, cfg, a.dtype, (True,) * 6)
+
+
+@circuit_lif_backward_op.register_fake
+def _(grad, a, h, s_I, W_EI, g_I, g_E, *neuron):
+    return (torch.empty_like(a), torch.empty_like(s_I), torch.empty_like(W_EI), torch.empty_like(g_I),
+            torch.empty_like(g_E), torch.empty_like(g_E))
+
+
+def _save_for_circuit_lif_backward(ctx, inputs, output):
+    _, s_I, W_EI, g_I, g_E, _, *neuron = inputs
+    _, a, h = output
+    ctx.save_for_backward(a, h, s_I, W_EI, g_I, g_E)
+    ctx.neuron = neuron
+
+
+def _circuit_lif_op_backward(ctx, grad, grad_a, grad_h):
+    a, h, s_I, W_EI, g_I, g_E = ctx.saved_tensors
+    return (*circuit_lif_backward_op(grad, a, h, s_I, W_EI, g_I, g_E, *ctx.neuron),) + (None,) * 8
+
+
+circuit_lif_op.register_autograd(_circuit_lif_op_backward, setup_context=_save_for_circuit_lif_backward)
 
 
 # ---------------------------------------------------------------- fused projection, weights not copied into the graph

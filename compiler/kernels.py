@@ -60,11 +60,17 @@ def kernel(body):
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             compiled = torch.compile(body, dynamic=True, fullgraph=True)
         # No duck sizing: a layer whose channel count equals the batch must not get its own
-        # specialisation. Every layer shape, T and neuron setting may need one entry.
+        # specialisation; parameters (g_E, b_E) get dynamic sizes like any tensor, so one entry
+        # serves every layer. The kernels run detached and below autograd (their callers, autograd
+        # Functions and custom ops, own the gradients): the tensors then look the same to dynamo's
+        # guards from an eager Function, a custom op and its backward, and one compiled entry
+        # serves all three.
         with torch.fx.experimental._config.patch(use_duck_shape=False), \
-                torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096):
+                torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096,
+                                           force_parameter_static_shapes=False), \
+                torch._C._AutoDispatchBelowADInplaceOrView():
             try:
-                return compiled(*args)
+                return compiled(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
             except _compile_failures() as error:
                 _ACTIVE = False
                 warnings.warn(f"eidsl: compiled kernels unavailable ({type(error).__name__}); "

@@ -139,9 +139,12 @@ def ei_circuit_lif(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_
                    reset: str = "soft", v_reset: float = 0.0, detach_reset: bool = True,
                    surrogate: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
     """lif(ei_circuit(...)): the E population's spikes. Eager: one Function (fused.CircuitLIF)."""
+    neuron = (T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
     if _fast():
-        return fused.CircuitLIF.apply(I_EE, s_I, W_EI, g_I, g_E, b_E, T, tau, theta, reset, v_reset,
-                                      detach_reset, surrogate, alpha)
+        return fused.CircuitLIF.apply(I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron)
+    if _FUSED and not torch.is_autocast_enabled(I_EE.device.type):
+        # Compiling: one opaque op running the same kernels (under autocast, the plain formulas).
+        return fused.circuit_lif_op(I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron)[0]
     return lif(ei_circuit(I_EE, s_I, W_EI, g_I, g_E, b_E), T, tau, theta, reset, v_reset, detach_reset,
                surrogate, alpha)
 

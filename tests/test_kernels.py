@@ -116,3 +116,31 @@ def test_a_missing_compiler_falls_back_to_the_eager_path_once(monkeypatch):
     current = torch.rand(4, 3, generator=torch.Generator().manual_seed(0)) * 2
     spikes = fused.LIF.apply(current, 2, 2.0, 1.0, "soft", 0.0, True, "sigmoid", 4.0)
     assert torch.equal(spikes, fused.lif_forward(current, 2, 0.5, 1.0, True, 0.0)[0])
+
+
+def test_a_compiled_network_runs_each_layer_as_one_op_on_the_eager_kernels():
+    from torch._dynamo.utils import counters
+    net = eidsl.build(SPECS / "mlp.ei", depth=4, T=2, input=[1, 8, 8])
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 1, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)
+    eidsl.ei_init(net, x)
+
+    def logits_and_grads(model):
+        net.zero_grad(set_to_none=True)
+        out = model(x)
+        F.cross_entropy(out, y).backward()
+        return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    graph = torch._dynamo.explain(net)(x).graphs[0]    # (resets dynamo, so before the eager run)
+    calls = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    assert calls.count(torch.ops.eidsl.circuit_lif.default) == 3     # the three hidden E-I layers
+    eager = logits_and_grads(net)                      # compiles the kernels
+    counters.clear()
+    compiled = logits_and_grads(torch.compile(net, fullgraph=True, backend="aot_eager"))
+    # One new graph, the network's: inside the ops the kernels compiled by the eager run serve as they are.
+    assert counters["stats"]["unique_graphs"] == 1
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)
+    assert compiled[1].keys() == eager[1].keys()
+    for name in eager[1]:
+        torch.testing.assert_close(compiled[1][name], eager[1][name], rtol=1e-5, atol=1e-7, msg=name)
+    torch._dynamo.reset()
