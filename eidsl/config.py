@@ -33,7 +33,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0, ge=0)
     init_lr: float = Field(1e-7, gt=0)     # warm-up start (PAPER.md §4)
-    grad_clip: Optional[float] = Field(None, gt=0)  # max global gradient norm per step; None: no clipping
+    grad_clip: float = Field(0, ge=0)      # max global gradient norm per step; 0: no clipping
     seed: int = Field(2025, ge=0)          # the reference code's seed
     device: Literal["cpu", "cuda"] = "cpu"
     compile: bool = False

@@ -295,7 +295,7 @@ class Trainer:
         if bad_gradients:
             raise self._nonfinite(x, f"the gradients of {_names(bad_gradients)} are non-finite at epoch "
                                      f"{self.epoch + 1}, batch {self.batch + 1}")
-        if self.cfg.grad_clip is not None:
+        if self.cfg.grad_clip:
             # foreach clipping scales by a tensor factor: no host sync
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip, foreach=True)
         self._mutating = True

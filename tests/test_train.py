@@ -470,4 +470,4 @@ def test_grad_clip_bounds_the_norm_of_every_update(tmp_path):
     assert max(free_norms) > 0.1                       # the bound below is not met by itself
     assert max(clipped_norms) <= 0.05 * (1 + 1e-5)
     with pytest.raises(ConfigError, match="grad_clip"):
-        resolve([("run.toml", {"grad_clip": 0})])
+        resolve([("run.toml", {"grad_clip": -1})])
