@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import eidsl
 from compiler import ops
-from eidsl.api import unwrap
+from eidsl.api import compile_network, unwrap
 
 from .floor import Floor
 
@@ -75,7 +75,7 @@ def build(case: Case, kind: str, setup: Setup, x: torch.Tensor) -> tuple[torch.n
     else:
         opt = eidsl.optimizer(net, lr=1e-3 if family == "ei" else 1e-2)
     if kind == "ei_compiled":
-        net = torch.compile(net)
+        net = compile_network(net)
     return net, opt
 
 

@@ -38,7 +38,7 @@ from compiler.allocator import keep_freed_memory
 
 from . import checkpoint as ckpt
 from . import distributed, ir, metrics, probe
-from .api import build_graph, ei_init, optimizer as make_optimizer
+from .api import build_graph, compile_network, ei_init, optimizer as make_optimizer
 from .config import ConfigError, TrainConfig
 from .errors import EidslError
 from .evaluate import BEST, LAST, TrainingError, evaluate, load_data, test_loader
@@ -113,7 +113,7 @@ class Trainer:
         self.net = build_graph(graph, cfg.seed).to(self.device)
         self.model = distributed.wrap(self.net, self.world) if self.world.distributed else self.net
         if cfg.compile:
-            self.model = torch.compile(self.model)
+            self.model = compile_network(self.model)
         # A compiled or DDP forward keeps no intermediate tensors: firing rates are then sampled.
         self.rates_sampled = cfg.compile or self.world.distributed
         self.optimizer = make_optimizer(self.net, cfg.lr, cfg.momentum, cfg.weight_decay)
