@@ -36,7 +36,7 @@ def build_graph(graph: ir.Graph, seed: int = 0) -> Network:
 def compile_network(model: torch.nn.Module) -> torch.nn.Module:
     """torch.compile for eidsl networks. Inductor's layout optimisation (conv activations turned
     channels-last inside the graph) is off: on CPU it made the compiled E-I VGG-8 step 1.17x the
-    eager one, against 0.92x without it (docs/performance.md)."""
+    eager one, against 0.85-0.96x without it (docs/performance.md)."""
     return torch.compile(model, options={"layout_optimization": False})
 
 
