@@ -32,6 +32,14 @@ def _run(fn, inputs, grad_seed=1):
     return out.detach(), grads
 
 
+def _logits_and_grads(net, forward, y):
+    """Logits of `forward()` and the gradient of the loss for each of net's parameters, by name."""
+    net.zero_grad(set_to_none=True)
+    out = forward()
+    F.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
 @pytest.mark.parametrize("shape", [(8, 12), (4, 8, 3, 3)], ids=["dense", "conv"])
 def test_compiled_circuit_lif_matches_the_eager_functions(shape):
     inputs = _layer_inputs(shape)
@@ -82,20 +90,15 @@ def test_the_network_fuses_each_standard_layer_and_keeps_its_values():
     eidsl.ei_init(net, x)
     y = torch.tensor([1, 2, 3])
 
-    def logits_and_grads(run):
-        net.zero_grad()
-        out = run()
-        F.cross_entropy(out, y).backward()
-        return out.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]
-
-    fused_path = logits_and_grads(lambda: net(x))
+    fused_path = _logits_and_grads(net, lambda: net(x), y)
     # A hook asks to see every step, so each circuit and LIF runs on its own.
-    separate = logits_and_grads(lambda: net.run(x, hook=lambda step, env: None)[net.plan.output])
+    separate = _logits_and_grads(net, lambda: net.run(x, hook=lambda step, env: None)[net.plan.output], y)
     with ops.use_fused(False):
-        plain = logits_and_grads(lambda: net(x))
+        plain = _logits_and_grads(net, lambda: net(x), y)
     assert torch.allclose(fused_path[0], separate[0], rtol=1e-6, atol=1e-6)
     assert torch.allclose(fused_path[0], plain[0], rtol=1e-5, atol=1e-5)
-    for a, b, c in zip(fused_path[1], separate[1], plain[1]):
+    assert fused_path[1].keys() == separate[1].keys() == plain[1].keys()
+    for a, b, c in zip(fused_path[1].values(), separate[1].values(), plain[1].values()):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
         assert torch.allclose(a, c, rtol=1e-4, atol=1e-5)
 
@@ -125,18 +128,13 @@ def test_a_compiled_network_runs_each_layer_as_one_op_on_the_eager_kernels():
     x, y = torch.rand(4, 1, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)
     eidsl.ei_init(net, x)
 
-    def logits_and_grads(model):
-        net.zero_grad(set_to_none=True)
-        out = model(x)
-        F.cross_entropy(out, y).backward()
-        return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
-
     graph = torch._dynamo.explain(net)(x).graphs[0]    # (resets dynamo, so before the eager run)
     calls = [n.target for n in graph.graph.nodes if n.op == "call_function"]
     assert calls.count(torch.ops.eidsl.circuit_lif.default) == 3     # the three hidden E-I layers
-    eager = logits_and_grads(net)                      # compiles the kernels
+    eager = _logits_and_grads(net, lambda: net(x), y)          # compiles the kernels
     counters.clear()
-    compiled = logits_and_grads(torch.compile(net, fullgraph=True, backend="aot_eager"))
+    compiled_net = torch.compile(net, fullgraph=True, backend="aot_eager")
+    compiled = _logits_and_grads(net, lambda: compiled_net(x), y)
     # One new graph, the network's: inside the ops the kernels compiled by the eager run serve as they are.
     assert counters["stats"]["unique_graphs"] == 1
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)
