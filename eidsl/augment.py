@@ -88,6 +88,28 @@ class RandomRoll:
         return f"RandomRoll(max_shift={self.max_shift})"
 
 
+class RandomShift:
+    """Translate (..., H, W) frames by a random whole number of pixels in [-max_shift, max_shift] per axis, zero-filled.
+
+    Unlike `RandomRoll` nothing wraps around: what leaves one border does not
+    come back at the other (a stroke at the edge of a digit stays one stroke).
+    """
+
+    def __init__(self, max_shift: int):
+        self.max_shift = max_shift
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        dy, dx = _randint(-self.max_shift, self.max_shift), _randint(-self.max_shift, self.max_shift)
+        height, width = frames.shape[-2:]
+        out = torch.zeros_like(frames)
+        out[..., max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+            frames[..., max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)]
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomShift(max_shift={self.max_shift})"
+
+
 class OneOf:
     """Apply one of the given transforms, chosen uniformly.
 

@@ -25,6 +25,7 @@ class TrainConfig(BaseModel):
     data: str = "mnist5k"
     data_dir: Optional[str] = None
     augment: bool = True
+    shift: int = Field(0, ge=0)            # random train-time translation in pixels (zero fill); 0: none
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(500, ge=1)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from eidsl.augment import Cutout, OneOf, RandomRoll, SquareCutout
+from eidsl.augment import Cutout, OneOf, RandomRoll, RandomShift, SquareCutout
 from eidsl.errors import EidslError
 
 
@@ -607,14 +607,16 @@ def names() -> list[str]:
 
 
 def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
-         augment: bool = True, seed: int = 0) -> tuple[Dataset, Dataset, DatasetInfo]:
+         augment: bool = True, seed: int = 0, shift: int = 0) -> tuple[Dataset, Dataset, DatasetInfo]:
     """Return (train, test, info) for a dataset; items are (float32 tensor >= 0, int label).
 
     `T` is the number of event frames for DVS data (default 16 for dvs-gesture,
     10 for cifar10-dvs) and is ignored for static images, which the network
     repeats over time itself. `augment=False` gives the train split the test
     transforms. `seed` fixes the augmentation draws (see the module docstring);
-    splits never depend on it.
+    splits never depend on it. `shift` > 0 adds a random zero-filled
+    translation of up to that many pixels per axis to the train split's
+    transforms (after the dataset's own), when `augment` is on.
     """
     if name not in _LOADERS:
         close = difflib.get_close_matches(str(name).lower(), names(), n=1)
@@ -624,4 +626,13 @@ def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
         raise DataError(f"T must be a positive number of frames, got {T}")
     if seed < 0:
         raise DataError(f"seed must be >= 0, got {seed}")
-    return _LOADERS[name](data_dir, T, augment, seed)
+    if shift < 0:
+        raise DataError(f"shift must be >= 0 pixels, got {shift}")
+    train, test, info = _LOADERS[name](data_dir, T, augment, seed)
+    if augment and shift:
+        if max(info.input_shape[-2:]) <= 2 * shift:
+            raise DataError(f"shift {shift} would move a {name} image ({info.input_shape[-2]}x{info.input_shape[-1]} "
+                            f"pixels) entirely out of view; use a shift below half its size")
+        train.pipeline = Pipeline(*train.pipeline.steps, RandomShift(shift))
+        train.random, train.seed = True, seed
+    return train, test, info

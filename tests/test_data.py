@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from eidsl import data
-from eidsl.augment import Cutout, OneOf, RandomRoll, SquareCutout
+from eidsl.augment import Cutout, OneOf, RandomRoll, RandomShift, SquareCutout
 from eidsl.data import DataError, load
 
 
@@ -49,6 +49,44 @@ def test_mnist5k_canonical_split(mnist5k):
     assert torch.equal(test[999][0].flatten() * 255, torch.tensor(X[np.flatnonzero(y == 9)[-1]], dtype=torch.float32))
     pixels = torch.stack([train[i][0] for i in range(0, 4000, 97)])
     assert pixels.min() == 0 and pixels.max() == 1
+
+
+def test_random_shift_moves_content_and_fills_zeros():
+    img = torch.arange(1, 26, dtype=torch.float32).view(1, 5, 5)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        dy, dx = int(torch.randint(-2, 3, ())), int(torch.randint(-2, 3, ()))
+        torch.manual_seed(seed)
+        out = RandomShift(2)(img)
+        expected = torch.zeros_like(img)
+        for y in range(5):
+            for x in range(5):
+                if 0 <= y - dy < 5 and 0 <= x - dx < 5:
+                    expected[0, y, x] = img[0, y - dy, x - dx]
+        assert torch.equal(out, expected), (dy, dx)
+    assert torch.equal(RandomShift(0)(img), img)
+
+
+def test_mnist5k_shift_augments_train_only_reproducibly(mnist5k):
+    train, test, _ = mnist5k
+    shifted, shifted_test, _ = load("mnist5k", shift=2, seed=3)
+    again, _, _ = load("mnist5k", shift=2, seed=3)
+    assert torch.equal(shifted_test[5][0], test[5][0])
+    shifted.set_epoch(1), again.set_epoch(1)
+    items = [shifted[i][0] for i in range(40)]
+    assert all(torch.equal(a, again[i][0]) for i, a in enumerate(items))
+    moved = sum(not torch.equal(a, train[i][0]) for i, a in enumerate(items))
+    assert moved >= 30                                   # 24 of 25 draws move the digit
+    # MNIST digits sit inside a 4-pixel margin: a 2-pixel shift loses no ink
+    assert all(torch.isclose(a.sum(), train[i][0].sum()) for i, a in enumerate(items))
+    shifted.set_epoch(2)
+    assert not all(torch.equal(shifted[i][0], a) for i, a in enumerate(items))
+    unaugmented, _, _ = load("mnist5k", shift=2, augment=False)
+    assert torch.equal(unaugmented[7][0], train[7][0])
+    with pytest.raises(DataError, match="shift 4 would move a digits image .8x8 pixels. entirely out of view"):
+        load("digits", shift=4)
+    with pytest.raises(DataError, match="shift must be >= 0 pixels, got -1"):
+        load("digits", shift=-1)
 
 
 def test_digits_split():
