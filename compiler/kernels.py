@@ -46,37 +46,65 @@ def _compile_failures() -> tuple[type[BaseException], ...]:
     return BackendCompilerFailed, CppCompileError, InductorError, OSError
 
 
+try:   # (private, hence guarded: without it every call takes the slow path)
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as _cache_entries
+except ImportError:
+    _cache_entries = None
+
+
+def _has_compiled_entries(body) -> bool:
+    """False once torch._dynamo.reset() has dropped `body`'s compiled code."""
+    return _cache_entries is not None and len(_cache_entries(body.__code__)) > 0
+
+
+def _signature(args) -> tuple:
+    """What a compiled entry specialises on, as far as the kernels' guards go: each tensor's rank,
+    dtype, device, layout and which sizes are 0 or 1; every other argument's value."""
+    return tuple((a.dim(), a.dtype, a.device, a.is_contiguous(), tuple(n < 2 for n in a.shape))
+                 if isinstance(a, torch.Tensor) else a for a in args)
+
+
 def kernel(body):
     """`body`, compiled on first use; if compiling fails, kernels are switched off (once, with a
     warning) and the callers fall back to their eager code from then on."""
     compiled = None
+    served = set()          # signatures a compiled entry already serves
 
     @functools.wraps(body)
     def run(*args):
         global _ACTIVE
         nonlocal compiled
+        detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        # The kernels run detached and below autograd (their callers, autograd Functions and custom
+        # ops, own the gradients): the tensors then look the same to dynamo's guards from an eager
+        # Function, a custom op and its backward, and one compiled entry serves all three.
+        signature = _signature(args)
+        if signature in served:
+            if _has_compiled_entries(body):
+                # Dynamo's settings below matter only when it compiles; entering them costs
+                # ~100 us, as much as the kernel on a small layer.
+                with torch._C._AutoDispatchBelowADInplaceOrView():
+                    return compiled(*detached)
+            served.clear()              # dynamo was reset: nothing compiled serves anything now
         if compiled is None:
             # Inductor's C++ toolchain probe warns about CUDA_HOME on CPU-only machines: not news to a user.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             compiled = torch.compile(body, dynamic=True, fullgraph=True)
         # No duck sizing: a layer whose channel count equals the batch must not get its own
-        # specialisation; parameters (g_E, b_E) get dynamic sizes like any tensor, so one entry
-        # serves every layer. The kernels run detached and below autograd (their callers, autograd
-        # Functions and custom ops, own the gradients): the tensors then look the same to dynamo's
-        # guards from an eager Function, a custom op and its backward, and one compiled entry
-        # serves all three.
+        # specialisation, so one entry serves every layer.
         with torch.fx.experimental._config.patch(use_duck_shape=False), \
-                torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096,
-                                           force_parameter_static_shapes=False), \
+                torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096), \
                 torch._C._AutoDispatchBelowADInplaceOrView():
             try:
-                return compiled(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+                out = compiled(*detached)
             except _compile_failures() as error:
                 _ACTIVE = False
                 warnings.warn(f"eidsl: compiled kernels unavailable ({type(error).__name__}); "
                               "using the eager path (set EIDSL_KERNELS=eager to skip the attempt)",
                               RuntimeWarning, stacklevel=2)
                 return body(*args)
+        served.add(signature)
+        return out
     run.body = body
     return run
 

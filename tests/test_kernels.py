@@ -121,6 +121,22 @@ def test_a_missing_compiler_falls_back_to_the_eager_path_once(monkeypatch):
     assert torch.equal(spikes, fused.lif_forward(current, 2, 0.5, 1.0, True, 0.0)[0])
 
 
+def test_one_compiled_entry_serves_every_size_of_a_kernel():
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    gen = torch.Generator().manual_seed(0)
+    for n, c in ((6, 6), (12, 6), (8, 9), (20, 9)):        # first a channel count equal to the batch
+        grad, a, P = (torch.rand(n, c, generator=gen) for _ in range(3))
+        g_E = torch.rand(c, generator=gen)
+        got = kernels.circuit_backward(grad, a, P, g_E)
+        want = kernels.circuit_backward.body(grad, a, P, g_E)
+        for x, y in zip(got, want):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+
+
 def test_a_compiled_network_runs_each_layer_as_one_op_on_the_eager_kernels():
     from torch._dynamo.utils import counters
     net = eidsl.build(SPECS / "mlp.ei", depth=4, T=2, input=[1, 8, 8])
