@@ -25,7 +25,8 @@ def targets(results: dict) -> list[dict]:
     for case, key, bound, text in TARGETS:
         value = results["cases"].get(case, {}).get("ratio", {}).get(key)
         if value is not None:
-            rows.append({"target": text, "value": value, "bound": bound, "met": value <= bound})
+            flop = results["cases"][case]["ratio"].get(f"flop {key}")
+            rows.append({"target": text, "value": value, "bound": bound, "met": value <= bound, "flop_ratio": flop})
     vgg = results["cases"].get("vgg8", {})
     if "compile_s" in vgg:
         rows.append({"target": "torch.compile E-I VGG-8: 0 graph breaks", "value": vgg["graph_breaks"],
@@ -42,13 +43,14 @@ def show(results: dict, console: Console | None = None) -> None:
     t = Table(title=f"eidsl training step, {m['setup']['device']}, {m['threads']} threads, "
                     f"amp={m['setup']['amp'] or 'fp32'}, medians of {m['reps']} interleaved reps")
     cols = ["case", "batch", "E-I ms", "compiled ms", "BN-SNN ms", "floor ms", "E-I/BN", "E-I/floor",
-            "comp/eager", "peak MB E-I", "peak MB BN", "mem E-I/BN", "compile s", "breaks"]
+            "flop E-I/BN", "flop E-I/floor", "comp/eager", "peak MB E-I", "peak MB BN", "mem E-I/BN", "compile s", "breaks"]
     for c in cols:
         t.add_column(c, justify="left" if c == "case" else "right")
     for key, r in results["cases"].items():
         ms, ratio, peak = r["ms"], r["ratio"], r.get("peak_mb", {})
         t.add_row(r["title"], str(r["batch"]), _f(ms.get("ei")), _f(ms.get("ei_compiled")), _f(ms.get("bn")),
                   _f(ms.get("floor")), _f(ratio.get("ei/bn"), "{:.2f}"), _f(ratio.get("ei/floor"), "{:.2f}"),
+                  _f(ratio.get("flop ei/bn"), "{:.2f}"), _f(ratio.get("flop ei/floor"), "{:.2f}"),
                   _f(ratio.get("compiled/eager"), "{:.2f}"), _f(peak.get("ei")), _f(peak.get("bn")),
                   _f(ratio.get("mem ei/bn"), "{:.2f}"), _f(r.get("compile_s"), "{:.0f}"),
                   _f(r.get("graph_breaks"), "{}"))
@@ -90,8 +92,9 @@ def show(results: dict, console: Console | None = None) -> None:
     rows = results.get("targets") or []
     if rows:
         s = Table(title="issue 5 targets")
-        for c in ("target", "measured", "met"):
+        for c in ("target", "measured", "flop ratio (arithmetic bound)", "met"):
             s.add_column(c)
         for row in rows:
-            s.add_row(row["target"], f"{row['value']:.2f}", "yes" if row["met"] else "NO")
+            s.add_row(row["target"], f"{row['value']:.2f}", _f(row.get("flop_ratio"), "{:.2f}"),
+                      "yes" if row["met"] else "NO")
         console.print(s)

@@ -17,6 +17,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+def step_gflop(step) -> float:
+    """Multiply-add work of one training step in GFLOP (matmuls and convolutions, forward and backward,
+    as torch's FlopCounterMode counts them): what the step would cost at equal arithmetic speed."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / 1e9
+
+
 def compile_stats() -> tuple[int, int]:
     """(graphs, graph breaks) counted by dynamo since its last reset."""
     from torch._dynamo.utils import counters
@@ -55,13 +64,18 @@ def run_case(key: str, setup: Setup, reps: int, compile: bool, mem: bool, before
         out["compile_s"] = compile_s
         out["compile_cache"] = "disabled (cold)" if cold else "inductor caches on (warm after a first run)"
         log(f"  {key}: compiled in {compile_s:.1f} s, {out['graphs']} graph(s), {out['graph_breaks']} break(s)")
+    # The arithmetic lower bound of each time ratio: the E-I step also runs the W_EI products and the
+    # E->I outputs, so at equal arithmetic speed E-I/BN in time equals E-I/BN in flops.
+    out["gflop"] = {k: step_gflop(steps[k]) for k in ("ei", "bn", "floor")}
     times = interleaved(steps, reps, warmup=1)
     out["ms"] = {k: median_ms(v) for k, v in times.items()}
     out["min_ms"] = {k: 1e3 * min(v) for k, v in times.items()}
     out["samples_ms"] = {k: [1e3 * t for t in v] for k, v in times.items()}
     out["ratio"] = {"ei/bn": paired_ratio(times["ei"], times["bn"]),
                     "ei/floor": paired_ratio(times["ei"], times["floor"]),
-                    "bn/floor": paired_ratio(times["bn"], times["floor"])}
+                    "bn/floor": paired_ratio(times["bn"], times["floor"]),
+                    "flop ei/bn": out["gflop"]["ei"] / out["gflop"]["bn"],
+                    "flop ei/floor": out["gflop"]["ei"] / out["gflop"]["floor"]}
     if before:
         out["ratio"]["before/after"] = paired_ratio(times["ei_plain"], times["ei"])
         out["ratio"]["before ei/bn"] = paired_ratio(times["ei_plain"], times["bn"])

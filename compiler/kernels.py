@@ -22,6 +22,7 @@ import os
 import warnings
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _ACTIVE = os.environ.get("EIDSL_KERNELS", "compiled").lower() != "eager"
 
@@ -74,6 +75,8 @@ def kernel(body):
     def run(*args):
         global _ACTIVE
         nonlocal compiled
+        if _get_current_dispatch_mode() is not None:
+            return body(*args)          # dynamo refuses to run under a user's dispatch mode (FlopCounterMode, ...)
         detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
         # The kernels run detached and below autograd (their callers, autograd Functions and custom
         # ops, own the gradients): the tensors then look the same to dynamo's guards from an eager

@@ -24,6 +24,24 @@ def test_floor_has_the_e_i_networks_fused_projections_and_trains():
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in floor.fused)
 
 
+def test_step_flops_count_every_product_of_the_circuit():
+    from bench.cases import Case, Setup, batch_for, build, train_step
+    from bench.run import step_gflop
+    case = Case("mlp2", "E-I MLP-2", "mlp.ei", {"depth": 2}, 4, (1, 8, 8))
+    setup = Setup(T=2)
+    x, y = batch_for(case, setup)
+    rows = 2 * 4                                          # T * batch
+    gflop = {k: step_gflop(train_step(*build(case, k, setup, x), x, y, setup)) for k in ("ei", "bn", "floor")}
+    # E-I, per row: layer 1's fused E->E|E->I product (500 + 125 outputs of 64 inputs) forward and for
+    # its weight gradient; seven 500 x 125 W_EI products (I_sub and I_div forward, I_div again in the
+    # backward, two input and two weight gradients); the classifier's 10 + 2 outputs of 500 forward and
+    # both gradients, and its subtractive-only 10 x 2 W_EI forward and both gradients.
+    ei = 2 * 625 * 64 + 7 * 500 * 125 + 3 * 12 * 500 + 3 * 10 * 2
+    bn = 2 * 500 * 64 + 3 * 10 * 500
+    floor = 2 * 625 * 64 + 3 * 12 * 500
+    assert gflop == {"ei": 2 * ei * rows / 1e9, "bn": 2 * bn * rows / 1e9, "floor": 2 * floor * rows / 1e9}
+
+
 def test_interleaved_rotates_the_order_and_ratios_pair_repetitions():
     calls = []
     times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1,
