@@ -633,7 +633,7 @@ def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
         raise DataError(f"shift must be >= 0 pixels, got {shift}")
     train, test, info = _LOADERS[name](data_dir, T, augment, seed)
     if augment and shift:
-        if max(info.input_shape[-2:]) <= 2 * shift:
+        if min(info.input_shape[-2:]) <= 2 * shift:
             raise DataError(f"shift {shift} would move a {name} image ({info.input_shape[-2]}x{info.input_shape[-1]} "
                             f"pixels) entirely out of view; use a shift below half its size")
         train.pipeline = Pipeline(*train.pipeline.steps, RandomShift(shift))

@@ -31,6 +31,9 @@ def test_mlp_depths_have_the_reference_widths(depth, widths):
     assert hidden == widths
     inh = [r.size for n, r in g.nodes(ir.Population) if r.sign == "inh"]
     assert inh == [w // 4 for w in widths] + [10 // 4]
+    wide = load_graph(SPECS / "mlp.ei", depth=depth, min_width=300)
+    hidden = [r.size for n, r in wide.nodes(ir.Population) if r.sign == "exc" and r.model == "lif"]
+    assert hidden == [max(w, 300) for w in widths]
 
 
 @pytest.mark.parametrize("family", ["ei", "bn", "plain"])
