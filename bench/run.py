@@ -64,8 +64,8 @@ def run_case(key: str, setup: Setup, reps: int, compile: bool, mem: bool, before
         out["compile_s"] = compile_s
         out["compile_cache"] = "disabled (cold)" if cold else "inductor caches on (warm after a first run)"
         log(f"  {key}: compiled in {compile_s:.1f} s, {out['graphs']} graph(s), {out['graph_breaks']} break(s)")
-    # The arithmetic lower bound of each time ratio: the E-I step also runs the W_EI products and the
-    # E->I outputs, so at equal arithmetic speed E-I/BN in time equals E-I/BN in flops.
+    # What each time ratio is read against: the E-I step also runs the W_EI products and the E->I
+    # outputs, so even at equal arithmetic speed it costs more than the BN-SNN by the flop ratio.
     out["gflop"] = {k: step_gflop(steps[k]) for k in ("ei", "bn", "floor")}
     times = interleaved(steps, reps, warmup=1)
     out["ms"] = {k: median_ms(v) for k, v in times.items()}
