@@ -45,7 +45,7 @@ def full_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("full") / "run"
     # The same settings as CFG (tiny_trainer), whatever the spec's train block says.
     toml = run.parent / "cfg.toml"
-    toml.write_text(f"[train]\nwarmup_epochs = {CFG['warmup_epochs']}\n")
+    toml.write_text(f"[train]\nwarmup_epochs = {CFG['warmup_epochs']}\nshift = 0\n")
     code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", 3, "--seed", 7,
                        "--batch-size", 128, "--lr", 0.01, "--threads", 1, "--config", toml, "--out", run)
     assert code == 0, output
