@@ -59,8 +59,10 @@ def _has_compiled_entries(body) -> bool:
 
 
 def _signature(args) -> tuple:
-    """What a compiled entry specialises on, as far as the kernels' guards go: each tensor's rank,
-    dtype, device, layout and which sizes are 0 or 1; every other argument's value."""
+    """What the kernels' compiled entries specialise on: each tensor's rank, dtype, device,
+    contiguity and which sizes are 0 or 1; every other argument's value. A call that matches a
+    served signature but fails a finer guard (another stride order) is still correct: dynamo then
+    compiles, with its default settings."""
     return tuple((a.dim(), a.dtype, a.device, a.is_contiguous(), tuple(n < 2 for n in a.shape))
                  if isinstance(a, torch.Tensor) else a for a in args)
 
