@@ -183,6 +183,9 @@ def _channels_last(s: torch.Tensor) -> bool:
     return s.dim() == 4 and not s.is_contiguous() and s.is_contiguous(memory_format=torch.channels_last)
 
 
+_FEW_POSITIONS = 16     # below this many positions per sample, the W_EI products run over all rows at once
+
+
 def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """W (n_out, n_in) applied over the neuron/channel axis, independently at each position.
 
@@ -192,10 +195,16 @@ def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return F.linear(s, W)
     if _channels_last(s):                               # (N, H, W, I) rows, output stays channels-last
         return F.linear(s.permute(0, 2, 3, 1), W).permute(0, 3, 1, 2)
+    n, positions = s.shape[0], s[0, 0].numel()
+    if positions < _FEW_POSITIONS:
+        # One product over all rows: a bmm of n products with a few columns each is ~2.7x slower
+        # (VGG-8's 2x2 layer); the transposing copies are small at this size.
+        rows = s.flatten(2).transpose(1, 2).reshape(-1, s.shape[1])
+        return (rows @ W.t()).view(n, positions, W.shape[0]).transpose(1, 2).contiguous().view(n, W.shape[0], *s.shape[2:])
     # bmm with the weight broadcast over the batch: torch.matmul would compute the transposed
     # product and copy it back into NCHW order, a slow strided pass over an E-sized tensor.
     s_cols = s.flatten(2)
-    return torch.bmm(W.expand(s.shape[0], *W.shape), s_cols).view(s.shape[0], W.shape[0], *s.shape[2:])
+    return torch.bmm(W.expand(n, *W.shape), s_cols).view(n, W.shape[0], *s.shape[2:])
 
 
 def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, need_s: bool, need_W: bool):
@@ -210,9 +219,15 @@ def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, nee
         gw = g_rows.reshape(-1, W.shape[0]).t() @ s_rows.reshape(-1, W.shape[1]) if need_W else None
         return gs, gw
     g_cols, s_cols = grad.flatten(2), s.flatten(2)
-    gs = torch.bmm(W.t().expand(s.shape[0], W.shape[1], W.shape[0]), g_cols).view(s.shape) if need_s else None
+    n, positions = g_cols.shape[0], g_cols.shape[2]
+    gs = None
+    if need_s and positions < _FEW_POSITIONS:          # as in pointwise: one product over all rows
+        gs = W.t() @ g_cols.transpose(0, 1).reshape(W.shape[0], -1)
+        gs = gs.view(W.shape[1], n, positions).transpose(0, 1).contiguous().view(s.shape)
+    elif need_s:
+        gs = torch.bmm(W.t().expand(n, W.shape[1], W.shape[0]), g_cols).view(s.shape)
     gw = None
-    if need_W and g_cols.shape[2] >= 64:               # many positions: one product per sample, summed
+    if need_W and positions >= 64:                     # many positions: one product per sample, summed
         gw = torch.bmm(g_cols, s_cols.transpose(1, 2)).sum(0)
     elif need_W:                                        # few: one product over all rows
         gw = g_cols.transpose(0, 1).reshape(W.shape[0], -1) @ s_cols.transpose(0, 1).reshape(W.shape[1], -1).t()
@@ -435,18 +450,23 @@ circuit_lif_op.register_autograd(_circuit_lif_op_backward, setup_context=_save_f
 
 
 class Project(Function):
-    """x -> [W_1 x, W_2 x, ...] as one conv/matmul (one concatenated weight, output split).
+    """x -> [W_1 x, W_2 x, ...]: convolutions as one conv with the concatenated weight (output
+    split), matmuls one per weight.
 
-    The concatenated weight is not kept from the forward (the backward rebuilds it), so the
-    saved state is the input and the parameters themselves."""
+    A convolution's concatenated weight is not kept from the forward (the backward rebuilds it),
+    so the saved state is the input and the parameters themselves."""
 
     @staticmethod
     def forward(ctx, x, conv, stride, padding, *weights):
-        W = torch.cat(weights, 0)
-        out = F.conv2d(x, W, None, stride, padding) if conv else F.linear(x, W)
         ctx.save_for_backward(x, *weights)
         ctx.geometry = (conv, stride, padding)
-        return tuple(out.split([w.shape[0] for w in weights], 1 if conv else -1))
+        if not conv:
+            # One matmul per weight: no concatenated copy of the weights, each output dense (the
+            # split of one product has rows of n_E + n_I), and ~25 % faster than one product with
+            # n_E + n_I outputs (MLP-8 shapes); every output entry is the same dot product.
+            return tuple(F.linear(x, w) for w in weights)
+        out = F.conv2d(x, torch.cat(weights, 0), None, stride, padding)
+        return tuple(out.split([w.shape[0] for w in weights], 1))
 
     @staticmethod
     def backward(ctx, *grads):
@@ -471,8 +491,12 @@ class Project(Function):
             gws = [torch.ops.aten.convolution_backward(g, x, w, None, *geometry, [False, True, False])[1] if need
                    else None for g, w, need in zip(grads, weights, need_ws)]
             return (gx, None, None, None, *gws)
-        grad = torch.cat(grads, -1)
-        gx = grad @ torch.cat(weights, 0) if need_x else None
-        gw = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if any(need_ws) else None
-        gws = gw.split([w.shape[0] for w in weights], 0) if gw is not None else [None] * len(weights)
+        # Matmuls: the products of autograd's backward of one linear per weight, summed as autograd
+        # sums them, so the compiled network (which traces ops.project) agrees to the last bit.
+        gx = None
+        if need_x:
+            for g, w in zip(grads, weights):
+                gx = g @ w if gx is None else gx + g @ w
+        rows = x.reshape(-1, x.shape[-1])
+        gws = [g.reshape(-1, g.shape[-1]).t() @ rows if need else None for g, need in zip(grads, need_ws)]
         return (gx, None, None, None, *gws)

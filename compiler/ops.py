@@ -76,22 +76,20 @@ def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
 
 def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
             op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
-    """E->E and E->I (and any other projections sharing a source) as one matmul/conv, then split."""
+    """E->E and E->I (and any other projections sharing a source): a conv with the concatenated
+    weight, then split; matmuls one per weight (the same values, without copying the weights)."""
     if len(weights) > 1 and all(b is None for b in biases) and _fast():
         return list(fused.Project.apply(x, op != "dense", stride, padding, *weights))
+    if op == "dense":
+        return [F.linear(x, w, b) for w, b in zip(weights, biases)]
     weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
     bias = None
     if any(b is not None for b in biases):
         bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases)])
-    if op == "dense":
-        out = F.linear(x, weight, bias)
-        dim = -1
-    else:
-        out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
-        dim = 1
+    out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
     if len(weights) == 1:
         return [out]
-    return list(out.split([w.shape[0] for w in weights], dim=dim))
+    return list(out.split([w.shape[0] for w in weights], dim=1))
 
 
 _channels = fused.channels

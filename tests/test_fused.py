@@ -216,13 +216,26 @@ def test_min_positive_without_ste_still_plain_autograd():
 # ---------------------------------------------------------------- inhibition
 
 
-@pytest.mark.parametrize("shape", [(10, 3), (4, 3, 5, 5)])
-def test_inhibition_matches_plain_autograd(shape):
+@pytest.mark.parametrize("shape", [(10, 3), (4, 3, 5, 5), (4, 3, 2, 2), (4, 3, 3, 5)])
+def test_inhibition_matches_plain_autograd(shape):       # 25 positions: one product per sample; 4, 15: over all rows
     gen = torch.Generator().manual_seed(6)
     s_I = torch.relu(torch.randn(shape, generator=gen, dtype=torch.float64))
     W = torch.rand(7, shape[1], generator=gen, dtype=torch.float64)
     g_I = torch.rand(shape[1], generator=gen, dtype=torch.float64) + 0.2
     assert_same(fused.Inhibition.apply, ref_inhibition, [s_I, W, g_I])
+
+
+@pytest.mark.parametrize("positions", [(2, 2), (3, 5), (5, 5), (1, 1)])
+def test_inhibition_products_are_dense_in_the_input_layout(positions):
+    gen = torch.Generator().manual_seed(3)
+    W, s, g = (torch.rand(*shape, generator=gen, dtype=torch.float64) for shape in
+               ((6, 3), (4, 3, *positions), (4, 6, *positions)))
+    out = fused.pointwise(W, s)
+    gs, gw = fused.pointwise_backward(g, s, W, True, True)
+    assert out.is_contiguous() and gs.is_contiguous()
+    assert torch.allclose(out, torch.einsum("ek,nkhw->nehw", W, s), rtol=1e-12)
+    assert torch.allclose(gs, torch.einsum("ek,nehw->nkhw", W, g), rtol=1e-12)
+    assert torch.allclose(gw, torch.einsum("nehw,nkhw->ek", g, s), rtol=1e-12)
 
 
 def test_inhibition_saves_s_I_not_the_stacked_input():
@@ -264,7 +277,8 @@ def ref_circuit(I_EE, s_I, W, g_I, g_E, b_E):
     return ref_integrate(I_EE, I_sub, ref_min_positive_ste(I_div), g_E, b_E)
 
 
-@pytest.mark.parametrize("shape_E, shape_I", [((10, 8), (10, 2)), ((4, 8, 5, 5), (4, 2, 5, 5))])
+@pytest.mark.parametrize("shape_E, shape_I", [((10, 8), (10, 2)), ((4, 8, 5, 5), (4, 2, 5, 5)),
+                                              ((4, 8, 2, 2), (4, 2, 2, 2))])
 def test_circuit_matches_plain_autograd(shape_E, shape_I):
     gen = torch.Generator().manual_seed(8)
     rand = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float64)  # noqa: E731
