@@ -200,7 +200,8 @@ def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         # One product over all rows: a bmm of n products with a few columns each is ~2.7x slower
         # (VGG-8's 2x2 layer); the transposing copies are small at this size.
         rows = s.flatten(2).transpose(1, 2).reshape(-1, s.shape[1])
-        return (rows @ W.t()).view(n, positions, W.shape[0]).transpose(1, 2).contiguous().view(n, W.shape[0], *s.shape[2:])
+        out = (rows @ W.t()).view(n, positions, W.shape[0]).transpose(1, 2).contiguous()
+        return out.view(n, W.shape[0], *s.shape[2:])
     # bmm with the weight broadcast over the batch: torch.matmul would compute the transposed
     # product and copy it back into NCHW order, a slow strided pass over an E-sized tensor.
     s_cols = s.flatten(2)
