@@ -195,7 +195,7 @@ def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return F.linear(s, W)
     if _channels_last(s):                               # (N, H, W, I) rows, output stays channels-last
         return F.linear(s.permute(0, 2, 3, 1), W).permute(0, 3, 1, 2)
-    n, positions = s.shape[0], s[0, 0].numel()
+    n, positions = s.shape[0], s.shape[2:].numel()
     if positions < _FEW_POSITIONS:
         # One product over all rows: a bmm of n products with a few columns each is ~2.7x slower
         # (VGG-8's 2x2 layer); the transposing copies are small at this size.
