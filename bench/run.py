@@ -17,11 +17,22 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+def _addmm_flop(self_shape, a_shape, b_shape, *_, out_shape=None, **__) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+def _baddbmm_flop(self_shape, a_shape, b_shape, *_, out_shape=None, **__) -> int:
+    return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+
+
 def step_gflop(step) -> float:
     """Multiply-add work of one training step in GFLOP (matmuls and convolutions, forward and backward,
-    as torch's FlopCounterMode counts them): what the step would cost at equal arithmetic speed."""
+    as torch's FlopCounterMode counts them): what the step would cost at equal arithmetic speed.
+    The in-place products that accumulate a sum (the circuit's dL/ds_I) count too: torch counts
+    only the out-of-place ones."""
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
+    in_place = {torch.ops.aten.addmm_: _addmm_flop, torch.ops.aten.baddbmm_: _baddbmm_flop}
+    with FlopCounterMode(display=False, custom_mapping=in_place) as counter:
         step()
     return counter.get_total_flops() / 1e9
 

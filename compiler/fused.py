@@ -208,31 +208,56 @@ def pointwise(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.bmm(W.expand(n, *W.shape), s_cols).view(n, W.shape[0], *s.shape[2:])
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, *positions) -> (C, N * positions): every position of every sample as one column."""
+    return t.flatten(2).transpose(0, 1).reshape(t.shape[1], -1)
+
+
+def pointwise_input_grad(terms, shape) -> torch.Tensor:
+    """sum_k alpha_k W_k^T g_k over the channel axis at each position, for `terms` of (W_k, g_k, alpha_k)
+    with alpha_0 = 1: the gradient of the input s of the products W_k s. The products accumulate in one
+    buffer (addmm/baddbmm), so a sum of them costs no elementwise pass."""
+    (W, g, _), rest = terms[0], terms[1:]
+    if g.dim() == 2:
+        out = g @ W
+        for W, g, alpha in rest:
+            out.addmm_(g, W, alpha=alpha)
+        return out
+    if _channels_last(g):
+        out = g.permute(0, 2, 3, 1) @ W                   # (N, H, W, I), channels-last once permuted back
+        flat = out.view(-1, W.shape[1])
+        for W, g, alpha in rest:
+            flat.addmm_(g.permute(0, 2, 3, 1).reshape(-1, W.shape[0]), W, alpha=alpha)
+        return out.permute(0, 3, 1, 2)
+    n, positions = g.shape[0], g.shape[2:].numel()
+    if positions < _FEW_POSITIONS:                      # as in pointwise: one product over all rows
+        out = W.t() @ _rows(g)
+        for W, g, alpha in rest:
+            out.addmm_(W.t(), _rows(g), alpha=alpha)
+        return out.view(W.shape[1], n, positions).transpose(0, 1).contiguous().view(shape)
+    out = torch.bmm(W.t().expand(n, W.shape[1], W.shape[0]), g.flatten(2))
+    for W, g, alpha in rest:
+        out.baddbmm_(W.t().expand(n, W.shape[1], W.shape[0]), g.flatten(2), alpha=alpha)
+    return out.view(shape)
+
+
+def pointwise_weight_grad(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """sum over samples and positions of g s^T: the gradient of W in W s, shaped (n_out, n_in)."""
+    if g.dim() == 2:
+        return g.t() @ s
+    if _channels_last(s) and _channels_last(g):
+        return g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]).t() @ s.permute(0, 2, 3, 1).reshape(-1, s.shape[1])
+    if g.shape[2:].numel() >= 64:                       # many positions: one product per sample, summed
+        return torch.bmm(g.flatten(2), s.flatten(2).transpose(1, 2)).sum(0)
+    return _rows(g) @ _rows(s).t()                      # few: one product over all rows
+
+
 def pointwise_backward(grad: torch.Tensor, s: torch.Tensor, W: torch.Tensor, need_s: bool, need_W: bool):
     # Under autocast the forward product ran in the gradient's (lower) precision: so does this one;
     # autograd casts each returned gradient back to its input's dtype.
     s, W = s.to(grad.dtype), W.to(grad.dtype)
-    if s.dim() == 2:
-        return (grad @ W if need_s else None), (grad.t() @ s if need_W else None)
-    if _channels_last(s) and _channels_last(grad):
-        g_rows, s_rows = grad.permute(0, 2, 3, 1), s.permute(0, 2, 3, 1)
-        gs = (g_rows @ W).permute(0, 3, 1, 2) if need_s else None
-        gw = g_rows.reshape(-1, W.shape[0]).t() @ s_rows.reshape(-1, W.shape[1]) if need_W else None
-        return gs, gw
-    g_cols, s_cols = grad.flatten(2), s.flatten(2)
-    n, positions = g_cols.shape[0], g_cols.shape[2]
-    gs = None
-    if need_s and positions < _FEW_POSITIONS:          # as in pointwise: one product over all rows
-        gs = W.t() @ g_cols.transpose(0, 1).reshape(W.shape[0], -1)
-        gs = gs.view(W.shape[1], n, positions).transpose(0, 1).contiguous().view(s.shape)
-    elif need_s:
-        gs = torch.bmm(W.t().expand(n, W.shape[1], W.shape[0]), g_cols).view(s.shape)
-    gw = None
-    if need_W and positions >= 64:                     # many positions: one product per sample, summed
-        gw = torch.bmm(g_cols, s_cols.transpose(1, 2)).sum(0)
-    elif need_W:                                        # few: one product over all rows
-        gw = g_cols.transpose(0, 1).reshape(W.shape[0], -1) @ s_cols.transpose(0, 1).reshape(W.shape[1], -1).t()
-    return gs, gw
+    return (pointwise_input_grad([(W, grad, 1.0)], s.shape) if need_s else None,
+            pointwise_weight_grad(grad, s) if need_W else None)
 
 
 class Inhibition(Function):
@@ -264,7 +289,7 @@ class Inhibition(Function):
 
 def _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E):
     """(I_int, a) of the standard circuit; a = I_EE - I_sub is what the backward keeps."""
-    D = pointwise(W_EI, s_I * channels(g_I, s_I))
+    D = pointwise(W_EI * g_I, s_I)
     if kernels.active():
         return kernels.circuit_forward(I_EE, pointwise(W_EI, s_I), D, g_E, b_E)
     # The two W_EI products one after the other, each E-sized buffer reused in place as soon as
@@ -276,8 +301,8 @@ def _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E):
 
 
 def _recomputed_divisor(s_I, W, g_I, dtype):
-    """W_EI (g_I s_I) again, before min-positive, in the forward's (autocast) dtype."""
-    return pointwise(W.to(dtype), (s_I * channels(g_I, s_I)).to(dtype))
+    """(W_EI diag g_I) s_I again, before min-positive, in the forward's (autocast) dtype."""
+    return pointwise((W * g_I).to(dtype), s_I.to(dtype))
 
 
 def _integration_backward(grad, a, P_div, g_E, need_gE, need_b):
@@ -299,15 +324,23 @@ def _integration_backward(grad, a, P_div, g_E, need_gE, need_b):
 
 
 def _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI):
-    """dL/ds_I, dL/dW_EI, dL/dg_I from dL/dI_EE (= -dL/dI_sub) and dL/dI_div: one W_EI^T product each."""
-    g = channels(g_I, s_I)
-    gated = s_I * g
-    inner = need_s or need_gI
-    gs_sub, gw_sub = pointwise_backward(ga, s_I, W, need_s, need_W) if need_s or need_W else (None, None)
-    gs_div, gw_div = pointwise_backward(grad_D, gated, W, inner, need_W) if inner or need_W else (None, None)
-    grad_s = torch.addcmul(gs_sub.neg_(), gs_div, g) if need_s else None
-    grad_gI = _sum_to_channels(gs_div.mul_(s_I)) if need_gI else None
-    grad_W = gw_sub.neg_().add_(gw_div) if need_W else None
+    """dL/ds_I, dL/dW_EI, dL/dg_I from dL/dI_EE (= -dL/dI_sub) and dL/dI_div.
+
+    With I_div = (W_EI diag g_I) s_I nothing of s_I's size is gated: dL/ds_I is one buffer that both
+    W^T products accumulate into, and dL/dg_I comes from the weight-shaped product grad_D^T s_I
+    (sum_e W_ei (grad_D^T s_I)_ei), not from an extra pass over an I-sized tensor. VGG-8's layer-1
+    shapes: 7.5 -> 5.1 ms (the gated input, the separate product of each path and their sum gone)."""
+    dt = ga.dtype                                      # lower than the weights' under autocast
+    s = s_I.to(dt)
+    grad_s = grad_W = grad_gI = None
+    if need_s:
+        grad_s = pointwise_input_grad([((W * g_I).to(dt), grad_D, 1.0), (W.to(dt), ga, -1.0)], s.shape)
+    if need_W or need_gI:
+        B = pointwise_weight_grad(grad_D, s)          # dL/d(W_EI diag g_I), before the chain through g_I
+        if need_W:
+            grad_W = torch.addcmul(pointwise_weight_grad(ga, s).neg_(), B, g_I)
+        if need_gI:
+            grad_gI = (W * B).sum(0)
     return grad_s, grad_W, grad_gI
 
 
@@ -317,9 +350,10 @@ class Circuit(Function):
         I_sub, I_div = W_EI s_I, W_EI (g_I s_I);   a = I_EE - I_sub
         I_int = g_E * a / min_positive(I_div) + b_E
 
-    It saves a and s_I only: the divisor is recomputed in the backward from s_I (half of the
-    batched W_EI product), which costs n_E*n_I multiply-adds per position and saves one full
-    E-sized tensor per layer. The I->E gradients of both paths go through one W_EI^T product each.
+    I_div is computed as (W_EI diag g_I) s_I: the same sum, with g_I folded into an n_E x n_I
+    weight instead of a pass over s_I. It saves a and s_I only: the divisor is recomputed in the
+    backward from s_I, which costs n_E*n_I multiply-adds per position and saves one full E-sized
+    tensor per layer. The I->E gradients of both paths accumulate into one dL/ds_I buffer.
     """
 
     @staticmethod
@@ -344,7 +378,7 @@ class Circuit(Function):
 def _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, T, decay, theta, soft, v_reset):
     """(spikes, a, h) of the standard circuit followed by its E population's LIF."""
     if kernels.active():
-        P_div = pointwise(W_EI, s_I * channels(g_I, s_I))
+        P_div = pointwise(W_EI * g_I, s_I)
         return kernels.circuit_lif_forward(I_EE, pointwise(W_EI, s_I), P_div, g_E, b_E, T, decay, theta, soft,
                                            v_reset)
     I_int, a = _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E)

@@ -59,12 +59,13 @@ def _has_compiled_entries(body) -> bool:
 
 
 def _signature(args) -> tuple:
-    """What the kernels' compiled entries specialise on: each tensor's rank, dtype, device,
-    contiguity and which sizes are 0 or 1; every other argument's value. A call that matches a
-    served signature but fails a finer guard (another stride order) is still correct: dynamo then
-    compiles, with its default settings."""
-    return tuple((a.dim(), a.dtype, a.device, a.is_contiguous(), tuple(n < 2 for n in a.shape))
-                 if isinstance(a, torch.Tensor) else a for a in args)
+    """What the kernels' compiled entries specialise on: torch's thread count (a global dynamo guards
+    on), each tensor's rank, dtype, device, contiguity and which sizes are 0 or 1; every other
+    argument's value. A call that matches a served signature but fails a finer guard (another stride
+    order) is still correct: dynamo then compiles, with its default settings."""
+    return (torch.get_num_threads(),) + tuple(
+        (a.dim(), a.dtype, a.device, a.is_contiguous(), tuple(n < 2 for n in a.shape))
+        if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def kernel(body):

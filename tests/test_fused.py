@@ -277,15 +277,20 @@ def ref_circuit(I_EE, s_I, W, g_I, g_E, b_E):
     return ref_integrate(I_EE, I_sub, ref_min_positive_ste(I_div), g_E, b_E)
 
 
-@pytest.mark.parametrize("shape_E, shape_I", [((10, 8), (10, 2)), ((4, 8, 5, 5), (4, 2, 5, 5)),
-                                              ((4, 8, 2, 2), (4, 2, 2, 2))])
-def test_circuit_matches_plain_autograd(shape_E, shape_I):
+# Positions per sample pick the W_EI products' layout: 4 (one product over all rows), 25 (one per
+# sample; weight gradient over all rows), 64 (one per sample throughout); channels-last its own.
+@pytest.mark.parametrize("shape_E, shape_I, channels_last", [
+    ((10, 8), (10, 2), False), ((4, 8, 5, 5), (4, 2, 5, 5), False), ((4, 8, 2, 2), (4, 2, 2, 2), False),
+    ((2, 8, 8, 8), (2, 2, 8, 8), False), ((4, 8, 5, 5), (4, 2, 5, 5), True)])
+def test_circuit_matches_plain_autograd(shape_E, shape_I, channels_last):
     gen = torch.Generator().manual_seed(8)
     rand = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float64)  # noqa: E731
     s_I = torch.relu(torch.randn(shape_I, generator=gen, dtype=torch.float64))
     s_I[0] = 0.0                  # a silent sample: its divisor is all zeros, replaced by +inf
     s_I[1, :, ...] *= (rand(shape_I[1:]) > 0.5)     # scattered zeros: min-positive replacement
     args = [rand(shape_E), s_I, rand(8, 2), rand(2) + 0.3, rand(8) + 0.5, torch.randn(8, dtype=torch.float64)]
+    if channels_last:
+        args[:2] = [t.contiguous(memory_format=torch.channels_last) for t in args[:2]]
     assert_same(fused.Circuit.apply, ref_circuit, args)
 
 

@@ -138,6 +138,24 @@ def test_one_compiled_entry_serves_every_size_of_a_kernel():
     torch._dynamo.reset()
 
 
+def test_a_change_of_thread_count_recompiles_with_the_kernels_own_settings():
+    """Dynamo guards on torch's thread count. A served call after torch.set_num_threads used to
+    recompile with dynamo's defaults (limit 8 entries, then a hard failure under fullgraph): a
+    process that switched thread counts between runs (the test suite with EIDSL_KERNELS=compiled)
+    failed after a few layers' shapes."""
+    offset = 1 + time.time_ns() % 1_000_003 / 1e6   # a constant of this run: no cached entry serves the body
+    run = kernels.kernel(lambda x: x * offset)
+    threads = torch.get_num_threads()
+    x = torch.rand(4, 3)
+    try:
+        with torch._dynamo.config.patch(recompile_limit=1):    # as dynamo's default 8, reached at once
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                torch.testing.assert_close(run(x), x * offset)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_compiled_network_runs_each_layer_as_one_op_on_the_eager_kernels():
     from torch._dynamo.utils import counters
     net = eidsl.build(SPECS / "mlp.ei", depth=4, T=2, input=[1, 8, 8])
