@@ -77,11 +77,14 @@ def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
 def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
             op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
     """E->E and E->I (and any other projections sharing a source): a conv with the concatenated
-    weight, then split; matmuls one per weight (the same values, without copying the weights)."""
+    weight, then split, or one conv per weight where the weights outweigh the output
+    (`fused.convs_apart`); matmuls one per weight (the same values, without copying the weights)."""
     if len(weights) > 1 and all(b is None for b in biases) and _fast():
         return list(fused.Project.apply(x, op != "dense", stride, padding, *weights))
     if op == "dense":
         return [F.linear(x, w, b) for w, b in zip(weights, biases)]
+    if len(weights) > 1 and fused.convs_apart(x, weights[0], stride, padding):
+        return [F.conv2d(x, w, b, stride=stride, padding=padding) for w, b in zip(weights, biases)]
     weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
     bias = None
     if any(b is not None for b in biases):

@@ -303,11 +303,13 @@ def test_circuit_saves_a_and_s_I_only():
     assert sorted(t.numel() for t in saved)[-2:] == [4 * 2 * 25, 4 * 8 * 25]
 
 
-@pytest.mark.parametrize("conv", [True, False])
-def test_project_matches_plain_autograd(conv):
+@pytest.mark.parametrize("conv,size", [(True, 6), (True, 12), (False, 0)], ids=["conv-apart", "conv-concatenated", "dense"])
+def test_project_matches_plain_autograd(conv, size):
     gen = torch.Generator().manual_seed(9)
     if conv:
-        x = torch.rand(3, 4, 6, 6, generator=gen, dtype=torch.float64)
+        x = torch.rand(3, 4, size, size, generator=gen, dtype=torch.float64)
+        # 4 x 3 x 3 weight entries per output channel against 3 x 3 x 3 output positions: apart; x 6 x 6: one conv
+        assert fused.convs_apart(x, torch.empty(5, 4, 3, 3), 2, 1) == (size == 6)
         ws = [torch.rand(5, 4, 3, 3, generator=gen, dtype=torch.float64), torch.rand(2, 4, 3, 3, generator=gen, dtype=torch.float64)]
         ref = lambda x, a, b: (F.conv2d(x, a, stride=2, padding=1), F.conv2d(x, b, stride=2, padding=1))  # noqa: E731
     else:
@@ -315,3 +317,30 @@ def test_project_matches_plain_autograd(conv):
         ws = [torch.rand(5, 7, generator=gen, dtype=torch.float64), torch.rand(2, 7, generator=gen, dtype=torch.float64)]
         ref = lambda x, a, b: (x @ a.t(), x @ b.t())  # noqa: E731
     assert_same(lambda x, a, b: fused.Project.apply(x, conv, 2, 1, a, b), ref, [x, *ws])
+
+
+def test_convs_apart_where_the_weights_outweigh_the_output():
+    w = lambda n_out, n_in: torch.empty(n_out, n_in, 3, 3)  # noqa: E731
+    assert fused.convs_apart(torch.empty(64, 256, 4, 4), w(512, 256), 1, 1)        # VGG-8, 4x4: 2304 >= 1024
+    assert fused.convs_apart(torch.empty(16, 256, 8, 8), w(512, 256), 2, 1)        # ResNet-18 stage 4 entry: 4x4 out
+    assert not fused.convs_apart(torch.empty(64, 128, 8, 8), w(256, 128), 1, 1)    # 1152 < 4096
+    assert not fused.convs_apart(torch.empty(64, 3, 32, 32), w(64, 3), 1, 1)
+
+
+@pytest.mark.parametrize("size", [4, 12], ids=["apart", "concatenated"])
+def test_fused_projection_equals_the_traced_formulas_bit_for_bit(size):
+    """The compiled network traces ops.project's plain formulas: the fused projection must give
+    the same values and gradients to the last bit, on both sides of convs_apart."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 8, size, size, generator=gen).requires_grad_()
+    ws = [torch.rand(6, 8, 3, 3, generator=gen).requires_grad_(), torch.rand(2, 8, 3, 3, generator=gen).requires_grad_()]
+    results = []
+    for enabled in (True, False):
+        with ops.use_fused(enabled):
+            outs = ops.project(x, ws, [None, None], "conv", 1, 1)
+        grads = torch.autograd.grad(outs, [x, *ws], [torch.ones_like(o) for o in outs])
+        results.append(([o.detach() for o in outs], grads))
+    (fo, fg), (po, pg) = results
+    assert all(torch.equal(a, b) for a, b in zip(fo, po))
+    assert all(torch.equal(a, b) for a, b in zip(fg, pg))
+
