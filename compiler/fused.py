@@ -501,7 +501,8 @@ def convs_apart(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int
 
 class Project(Function):
     """x -> [W_1 x, W_2 x, ...]: convolutions as one conv with the concatenated weight (output
-    split), matmuls one per weight.
+    split), or one conv per weight where the weights outweigh the output (`convs_apart`); matmuls
+    one per weight.
 
     A convolution's concatenated weight is not kept from the forward (the backward rebuilds it),
     so the saved state is the input and the parameters themselves."""
