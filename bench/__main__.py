@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from compiler.allocator import keep_freed_memory
+from eidsl_compiler.allocator import keep_freed_memory
 
 # Scaling: T grows at batch "T_batch"; the batch grows at T = 4.
 QUICK = {"cases": ["vgg8", "mlp8"], "reps": 3, "compile": [], "memory": ["vgg8"], "scaling": "mlp8",

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import eidsl
-from compiler import ops
-from compiler.optim import fusable
+from eidsl_compiler import ops
+from eidsl_compiler.optim import fusable
 from eidsl.api import compile_network, unwrap
 
 from .floor import Floor

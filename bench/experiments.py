@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eidsl.sweep import Sweep, parse_grid  # noqa: E402
-from eidsl.sweep_plot import plot_sweep  # noqa: E402
+from eidsl.train.sweep import Sweep, parse_grid  # noqa: E402
+from eidsl.tools.sweep_plot import plot_sweep  # noqa: E402
 
 MLP = ROOT / "specs" / "mlp.ei"
 CONV = ROOT / "specs" / "convnet.ei"
@@ -102,7 +102,7 @@ def init_rates(out: Path, depth: int = 16) -> dict[str, list[float]]:
     import torch
 
     import eidsl
-    from eidsl.data import load
+    from eidsl.data.datasets import load
 
     train, _, _ = load("mnist5k", augment=False)
     x = torch.stack([train[i][0] for i in range(0, len(train), len(train) // 256)][:256])
@@ -141,7 +141,7 @@ def ablation_gradients(out: Path, depths=(8, 16)) -> list[dict]:
     import torch.nn.functional as F
 
     import eidsl
-    from eidsl.data import load
+    from eidsl.data.datasets import load
 
     train, _, _ = load("mnist5k", augment=False)
     idx = range(0, len(train), len(train) // 128)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.network import RUNNERS, Network
+from eidsl_compiler.network import RUNNERS, Network
 
 
 class Floor(nn.Module):
@@ -21,15 +21,15 @@ class Floor(nn.Module):
         for i, step in enumerate(self.plan.steps):
             if step.op != "project":
                 continue
-            weights = [net.tensor(p).detach() for p in step.params["weights"]]
+            weights = [net.tensor(p).detach() for p in step.params.weights]
             self.slot[i] = len(self.fused)
             fused = torch.empty_like(torch.cat(weights, 0))
             # He init keeps ReLU activations at scale through depth: no overflow, no denormals.
             nn.init.kaiming_normal_(fused, nonlinearity="relu")
             self.fused.append(nn.Parameter(fused))
-            has_bias = any(p is not None for p in step.params["biases"])
+            has_bias = any(p is not None for p in step.params.biases)
             self.bias.append(nn.Parameter(fused.new_zeros(fused.shape[0]), requires_grad=has_bias))
-        self.sizes = {i: [net.tensor(p).shape[0] for p in self.plan.steps[i].params["weights"]]
+        self.sizes = {i: [net.tensor(p).shape[0] for p in self.plan.steps[i].params.weights]
                       for i in self.slot}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,11 +39,11 @@ class Floor(nn.Module):
             if step.op == "project":
                 outs = self._project(i, step, ins[0])
             elif step.op == "integrate":
-                excitation = ins[:step.attrs["n_exc"]]
+                excitation = ins[:step.attrs.n_exc]
                 current = excitation[0]
                 for extra in excitation[1:]:
                     current = current + extra
-                outs = [current if step.attrs["balanced_only"] else torch.relu(current)]
+                outs = [current if step.attrs.balanced_only else torch.relu(current)]
             elif step.op in ("lif", "relu", "identity"):
                 outs = [ins[0]]
             else:
@@ -55,8 +55,8 @@ class Floor(nn.Module):
         k = self.slot[i]
         w, b = self.fused[k], self.bias[k]
         b = b if b.requires_grad else None
-        if step.attrs["op"] == "dense":
+        if step.attrs.op == "dense":
             out, dim = F.linear(x, w, b), -1
         else:
-            out, dim = F.conv2d(x, w, b, stride=step.attrs["stride"], padding=step.attrs["padding"]), 1
+            out, dim = F.conv2d(x, w, b, stride=step.attrs.stride, padding=step.attrs.padding), 1
         return list(out.split(self.sizes[i], dim=dim))

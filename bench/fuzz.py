@@ -3,7 +3,7 @@
 Three generators, each a function of a random.Random (so every case replays from its seed, and
 hypothesis can drive them in the CI test through ``st.randoms()``):
 
-- ``grammar``: random derivations of eidsl/grammar.lark, with names, numbers and strings drawn
+- ``grammar``: random derivations of eidsl/lang/grammar.lark, with names, numbers and strings drawn
   mostly from the language's own vocabulary so the text gets past the parser;
 - ``network``: plausible networks (std layers, hand-written E-I circuits with every option,
   pools, flattens, residual sums, delayed recurrences) with occasional bad values;
@@ -44,17 +44,18 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import eidsl  # noqa: E402,F401
-from compiler.init import ei_init  # noqa: E402
-from compiler.lower import lower  # noqa: E402
-from compiler.network import Network, initialise  # noqa: E402
+from eidsl_compiler.init import ei_init  # noqa: E402
+from eidsl_compiler.lower import lower  # noqa: E402
+from eidsl_compiler.init import initialise  # noqa: E402
+from eidsl_compiler.network import Network  # noqa: E402
 from eidsl import ir  # noqa: E402
 from eidsl.api import load_graph  # noqa: E402
-from eidsl.describe import summarize  # noqa: E402
+from eidsl.tools.describe import summarize  # noqa: E402
 from eidsl.errors import EidslError, SpecError, SpecErrors  # noqa: E402
-from eidsl.passes import estimate_bytes  # noqa: E402
+from eidsl.lang.checks import estimate_bytes  # noqa: E402
 
 SHIPPED = {p.name: p.read_text() for p in sorted((ROOT / "specs").rglob("*.ei"))}
-STD = (ROOT / "eidsl" / "stdlib" / "std.ei").read_text()
+STD = (ROOT / "eidsl" / "lang" / "stdlib" / "std.ei").read_text()
 
 # Networks larger than this are checked and described but not built.
 COMPILE_PARAMS = 2_000_000
@@ -115,7 +116,7 @@ class Grammar:
     expansion of every rule is taken, so derivations always end."""
 
     def __init__(self):
-        from eidsl.parser import _lark
+        from eidsl.lang.parser import _lark
         lark = _lark()
         self.rules: dict[str, list] = collections.defaultdict(list)
         for rule in lark.rules:

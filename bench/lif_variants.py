@@ -12,7 +12,9 @@ import time
 
 import torch
 
-from compiler import fused, kernels, ops
+from eidsl_compiler import fused
+from eidsl_compiler import kernels
+from eidsl_compiler import ops
 
 from .timing import interleaved, median_ms, paired_ratio
 

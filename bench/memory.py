@@ -1,4 +1,4 @@
-"""Estimated vs measured memory of one training step (eidsl.passes.estimate_bytes).
+"""Estimated vs measured memory of one training step (eidsl.lang.checks.estimate_bytes).
 
 Each configuration runs in a fresh process: it warms the PyTorch runtime up with a
 one-sample step of the same network (the first step in a process also pays a fixed
@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 import eidsl
 from bench.memory import peak_rss, reset_peak_rss, rss
 from eidsl.api import build_graph, load_graph, optimizer
-from eidsl.passes import estimate_bytes
+from eidsl.lang.checks import estimate_bytes
 
 spec, batch, params = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 graph = load_graph(spec, batch=batch, **params)

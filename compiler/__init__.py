@@ -1,5 +1,4 @@
-"""eidsl's compiler: lowering of the graph IR to PyTorch, passes over the plan, runtime ops."""
-
-# The front end's package imports the API, which imports this package's modules: loading it
-# first lets `import compiler.lower` (or any module here) work as the first import of a process.
-import eidsl  # noqa: E402,F401
+"""eidsl's compiler, installed as `eidsl_compiler`: the checked graph IR lowered to a typed plan,
+then to PyTorch (runtime ops, fused Functions, compiled kernels), E-I Init and sign-constrained
+optimisation. It reads only `eidsl.ir` and `eidsl.errors`; the language, training and CLI sit
+upstream or downstream of it and are never imported here (tests/test_architecture.py)."""

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from . import kernels
+from eidsl_compiler import kernels
 
 
 channels = kernels.channels
@@ -345,7 +345,7 @@ def _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI):
 
 
 class Circuit(Function):
-    """The standard E-I layer (PAPER.md §1.2 items 2-5 with E-I Prop's min-positive STE):
+    """The standard E-I layer (docs/science.md §1.2 items 2-5 with E-I Prop's min-positive STE):
 
         I_sub, I_div = W_EI s_I, W_EI (g_I s_I);   a = I_EE - I_sub
         I_int = g_E * a / min_positive(I_div) + b_E

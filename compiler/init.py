@@ -1,4 +1,7 @@
-"""E-I Init (PAPER.md §2): data-dependent, layer by layer, on the first training batch.
+"""Every init rule in one place: the data-free rules (`initialise`, `fill`) and E-I Init (docs/science.md §2),
+with its two closed forms, Eq. 53 (`balanced_scale`) and Eq. 54 (`gain_control`).
+
+E-I Init is data-dependent, layer by layer, on the first training batch.
 
 The pass runs the network once on the batch. Just before each projection it
 measures that projection's actual input (time folded into the batch), draws the
@@ -14,6 +17,7 @@ still sees the actual output of the initialised loop.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -21,8 +25,69 @@ import torch
 
 from eidsl.errors import SpecError
 
-from . import ops
-from .network import Network, run_loop
+from eidsl_compiler.network import Network, run_loop
+from eidsl_compiler.plan import ParamSpec
+
+
+# ---------------------------------------------------------------- the closed forms (docs/science.md §2.2)
+
+
+def balanced_scale(mean: float, mean_sq: float, var: float, fan_in: int) -> float:
+    """sigma_w = sqrt(Var[x] / (d (E[x^2] + Var[x])))   ("Eq. 53")."""
+    return math.sqrt(var / (fan_in * (mean_sq + var)))
+
+
+def gain_control(mean: float, mean_sq: float, var: float, fan_in: int) -> float:
+    """g_I = sqrt(E[x^2] + Var[x]) / (sqrt(d) E[x])   ("Eq. 54")."""
+    return math.sqrt(mean_sq + var) / (math.sqrt(fan_in) * mean)
+
+
+# ---------------------------------------------------------------- data-free rules
+
+
+def initialise(net: Network, seed: int = 0) -> None:
+    """Rules that need no data. ei_balanced/gain_control weights are left for E-I Init (init.py),
+    given a provisional value so an un-initialised network still runs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for path, spec in net.param_specs.items():
+            t = net.tensor(path)
+            fill(t, spec, gen)
+        net.clamp_()
+
+
+def fill(t: torch.Tensor, spec: ParamSpec, gen: torch.Generator) -> None:
+    rule, init = spec.init.rule, spec.init
+    fan_in = max(spec.fan_in, 1)
+    bound = 1.0 / math.sqrt(fan_in)
+    if rule == "constant":
+        t.fill_(init.value)
+    elif rule == "zeros":
+        t.zero_()
+    elif rule == "ones":
+        t.fill_(1.0)
+    elif rule in ("default", "abs_default"):
+        # PyTorch's nn.Linear/Conv default: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(d), 1/sqrt(d)).
+        t.uniform_(-bound, bound, generator=gen)
+        if rule == "abs_default":
+            t.abs_()
+    elif rule == "kaiming":
+        fan_out = t.shape[0] * (math.prod(t.shape[2:]) if t.dim() > 2 else 1)
+        t.normal_(0.0, math.sqrt(2.0 / fan_out), generator=gen)
+    elif rule == "uniform":
+        t.uniform_(init.low, init.high, generator=gen)
+    elif rule == "normal":
+        t.normal_(init.mean, init.std, generator=gen)
+    elif rule == "ei_balanced":
+        # Placeholder until E-I Init sees data: the binary-input scale at firing rate 0.2.
+        t.exponential_(1.0 / math.sqrt(0.8 / (1.8 * fan_in)), generator=gen)
+    elif rule == "gain_control":
+        t.fill_(math.sqrt(1.8 / (0.2 * fan_in)))
+    else:
+        raise ValueError(rule)
+
+
+# ---------------------------------------------------------------- E-I Init
 
 
 class InitError(SpecError):
@@ -56,8 +121,8 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
     specs = net.param_specs
 
     def data_dependent(step) -> tuple[list[str], list[str]]:
-        paths = [p for p in step.params["weights"] if specs[p].init.rule == "ei_balanced"]
-        targets = {specs[p].node for p in step.params["weights"]}
+        paths = [p for p in step.params.weights if specs[p].init.rule == "ei_balanced"]
+        targets = {specs[p].node for p in step.params.weights}
         gains = [p for p, s in specs.items() if s.node in targets and s.init.rule == "gain_control"]
         return paths, gains
 
@@ -74,18 +139,18 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
                                  "or load trained weights")
         for path in paths:
             spec = specs[path]
-            sigma = ops.balanced_scale(mean, mean_sq, var, spec.fan_in)
+            sigma = balanced_scale(mean, mean_sq, var, spec.fan_in)
             draw = rng.exponential(scale=sigma, size=spec.shape)
             net.tensor(path).copy_(torch.from_numpy(draw))
             scales[path] = sigma
         for path in gains:
-            net.tensor(path).fill_(ops.gain_control(mean, mean_sq, var, specs[path].fan_in))
+            net.tensor(path).fill_(gain_control(mean, mean_sq, var, specs[path].fan_in))
 
     def hook(step, env):
         if step.op == "project":
             initialise(step, env[step.ins[0]])
         elif step.op == "loop":
-            inner = [s for s in step.attrs["body"] if s.op == "project" and any(data_dependent(s))]
+            inner = [s for s in step.attrs.body if s.op == "project" and any(data_dependent(s))]
             if inner:
                 seen = run_loop(net, step, [env[i] for i in step.ins], keep=True)
                 for s in inner:

@@ -18,9 +18,10 @@ import networkx as nx
 
 from eidsl import ir
 from eidsl.errors import SpecError
-from eidsl.passes import node_sign, time_order
+from eidsl.ir import node_sign, time_order
 
-from .plan import ParamSpec, Plan, Step
+from eidsl_compiler.plan import (Delay, Inhibitor, Integrate, IntegrateParams, Loop, Neuron, ParamSpec, Plan, Pool,
+                                  Project, ProjectParams, Step, Steps)
 
 
 def lower(graph: ir.Graph) -> Plan:
@@ -109,13 +110,13 @@ class _Lowering:
             current = src
         if edge.delay:
             delayed = f"{current}@t-{edge.delay}"
-            self.emit(Step("delay", (delayed,), (current,), dst, {"T": self.T, "steps": edge.delay}, loc=edge.loc))
+            self.emit(Step("delay", (delayed,), (current,), dst, Delay(edge.delay, T=self.T), loc=edge.loc))
             return delayed
         return current
 
     def delay_step(self, name: str, steps: int, shape, dst: str, edge) -> str:
         delayed = f"{name}@t-{steps}"
-        self.emit(Step("delay_step", (delayed,), (name,), dst, {"steps": steps, "shape": tuple(shape)}, loc=edge.loc))
+        self.emit(Step("delay_step", (delayed,), (name,), dst, Delay(steps, shape=tuple(shape)), loc=edge.loc))
         return delayed
 
     def param(self, node: str, name: str, shape, role: str, init: ir.Init, nonneg: bool,
@@ -135,7 +136,7 @@ class _Lowering:
 
 def _input(lw: _Lowering, name: str, rec: ir.Input) -> None:
     op = "repeat_static" if rec.encoding == "static" else "fold_events"
-    lw.emit(Step(op, (name,), ("input",), name, {"T": rec.T}, loc=rec.loc))
+    lw.emit(Step(op, (name,), ("input",), name, Steps(rec.T), loc=rec.loc))
     lw.done.add(name)
 
 
@@ -149,7 +150,7 @@ def _pool(lw: _Lowering, name: str, rec: ir.Pool) -> None:
     if rec.global_pool:
         lw.emit(Step("global_avgpool", (name,), (src,), name, loc=rec.loc))
     else:
-        lw.emit(Step("avgpool", (name,), (src,), name, {"kernel": rec.kernel, "stride": rec.stride}, loc=rec.loc))
+        lw.emit(Step("avgpool", (name,), (src,), name, Pool(rec.kernel, rec.stride), loc=rec.loc))
     lw.done.add(name)
 
 
@@ -166,7 +167,7 @@ def _sum(lw: _Lowering, name: str, rec: ir.Sum) -> None:
 
 def _readout(lw: _Lowering, name: str, rec: ir.Readout) -> None:
     (src,) = _single_input(lw, name)
-    lw.emit(Step("readout_mean", (name,), (src,), name, {"T": lw.T}, loc=rec.loc))
+    lw.emit(Step("readout_mean", (name,), (src,), name, Steps(lw.T), loc=rec.loc))
     lw.done.add(name)
 
 
@@ -208,8 +209,8 @@ def _projections(lw: _Lowering, src: str, target: str) -> None:
         outs.append(out)
         lw.emitted[(src, dst)] = out
     lw.emit(Step("project", tuple(outs), (src,), target,
-                 {"op": edge.op, "stride": edge.stride, "padding": edge.padding},
-                 {"weights": weights, "biases": biases}, loc=edge.loc))
+                 Project(edge.op, edge.stride, edge.padding), ProjectParams(tuple(weights), tuple(biases)),
+                 loc=edge.loc))
 
 
 def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
@@ -231,11 +232,10 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
         else:
             paths = [lw.param(name, "W_EI_sub", shape, "W_EI", init, nonneg, edge.fan_in),
                      lw.param(name, "W_EI_div", shape, "W_EI", init, nonneg, edge.fan_in)]
-        w_ei.append(paths)
+        w_ei.append(tuple(paths))
         g_i.append(f"{src}.{_gain_name(src_rec)}" if src_rec.gain is not None and edge.divisive else None)
-        modes.append({"subtractive": edge.subtractive, "divisive": edge.divisive, "stabilize": edge.stabilize,
-                      "epsilon": edge.epsilon, "ste": edge.ste,
-                      "grad_scale": 1.0 / edge.fan_in if edge.grad_scale and edge.fan_in else 1.0})
+        modes.append(Inhibitor(edge.subtractive, edge.divisive, edge.stabilize, edge.epsilon, edge.ste,
+                               1.0 / edge.fan_in if edge.grad_scale and edge.fan_in else 1.0))
     if not currents and not inhibitors:
         raise SpecError(f"population '{name}' receives no input", rec.loc.span() if rec.loc else None)
 
@@ -243,7 +243,7 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
     gain = bias = None
     readout = rec.model == "current" and bool(inhibitors)
     # An inhibitory population's gain is g_I, which scales its divisive effect on its targets
-    # (PAPER.md §1.2 item 4); any other population's gain (g_E) scales its own integrated current.
+    # (docs/science.md §1.2 item 4); any other population's gain (g_E) scales its own integrated current.
     own_gain = rec.sign != "inh"
     if rec.gain is not None:
         gain = lw.param(name, _gain_name(rec), (rec.size,), _gain_name(rec), rec.gain,
@@ -262,15 +262,14 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
 
     integrated = f"{name}:I_int"
     lw.emit(Step("integrate", (integrated,), tuple(currents) + tuple(inhibitors), name,
-                 {"n_exc": len(currents), "modes": modes, "balanced_only": readout,
-                  "spatial": len(rec.shape or ()) > 1},
-                 {"W_EI": w_ei, "g_I": g_i, "g_E": gain if own_gain and not readout else None,
-                  "b_E": None if readout else bias, "bn": bn}, loc=rec.loc))
+                 Integrate(len(currents), tuple(modes), readout, len(rec.shape or ()) > 1),
+                 IntegrateParams(tuple(w_ei), tuple(g_i), gain if own_gain and not readout else None,
+                                 None if readout else bias, bn), loc=rec.loc))
     if rec.model == "lif":
         # In a loop the membrane is carried from step to step by the loop itself.
         lw.emit(Step("lif_step" if lw.loop else "lif", (name,), (integrated,), name,
-                     {"T": lw.T, "tau": rec.tau, "theta": rec.theta, "reset": rec.reset, "v_reset": rec.v_reset,
-                      "detach_reset": rec.detach_reset, "surrogate": rec.surrogate, "alpha": rec.alpha}, loc=rec.loc))
+                     Neuron(lw.T, rec.tau, rec.theta, rec.reset, rec.v_reset, rec.detach_reset, rec.surrogate,
+                            rec.alpha), loc=rec.loc))
     elif rec.model == "relu":
         lw.emit(Step("relu", (name,), (integrated,), name, loc=rec.loc))
     else:
@@ -315,7 +314,7 @@ def _loop(lw: _Lowering, members: list[str]) -> None:
     history = tuple(dict.fromkeys(step.ins[0] for step in body if step.op == "delay_step"))
     first = graph.node(members[0])
     lw.emit(Step("loop", tuple(members), inputs, members[0],
-                 {"T": lw.T, "body": body, "history": history, "members": tuple(members)}, loc=first.loc))
+                 Loop(lw.T, tuple(body), history, tuple(members)), loc=first.loc))
 
 
 def _check_lowerable(graph: ir.Graph) -> None:

@@ -6,7 +6,6 @@ starts its membrane potentials at zero, so consecutive calls never leak.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -15,8 +14,8 @@ from torch import nn
 from eidsl import ir
 from eidsl.errors import EidslError
 
-from . import ops
-from .plan import ParamSpec, Plan, Step, fusible_circuits, standard_circuit, walk
+from eidsl_compiler import ops
+from eidsl_compiler.plan import Plan, Step, fusible_circuits, standard_circuit, walk
 
 
 class InputError(EidslError):
@@ -45,7 +44,7 @@ class Network(nn.Module):
         self.fused_lif = fusible_circuits(plan)
 
     def _spatial(self, node: str) -> bool:
-        return any(s.attrs.get("spatial") for s in walk(self.plan.steps) if s.node == node and s.op == "integrate")
+        return any(s.attrs.spatial for s in walk(self.plan.steps) if s.node == node and s.op == "integrate")
 
     def _scope(self, path: str) -> tuple[nn.Module, str]:
         *parts, name = path.split(".")
@@ -122,64 +121,46 @@ def _param(net: Network, path):
 
 
 def _run_project(net: Network, step: Step, ins):
-    weights = [net.tensor(p) for p in step.params["weights"]]
-    biases = [_param(net, p) for p in step.params["biases"]]
-    return ops.project(ins[0], weights, biases, step.attrs["op"], step.attrs["stride"], step.attrs["padding"])
+    weights = [net.tensor(p) for p in step.params.weights]
+    biases = [_param(net, p) for p in step.params.biases]
+    return ops.project(ins[0], weights, biases, step.attrs.op, step.attrs.stride, step.attrs.padding)
 
 
 def _run_integrate(net: Network, step: Step, ins):
-    n_exc = step.attrs["n_exc"]
+    n_exc, p = step.attrs.n_exc, step.params
     excitation, inhibitors = ins[:n_exc], ins[n_exc:]
     I_EE = ops.spike_sum(*excitation) if excitation else None
-    if step.params["bn"] is not None:
-        I_EE = net.tensor(step.params["bn"])(I_EE)
+    if p.bn is not None:
+        I_EE = net.tensor(p.bn)(I_EE)
     if I_EE is not None and standard_circuit(step):
-        return [ops.ei_circuit(I_EE, inhibitors[0], _standard_W_EI(net, step), net.tensor(step.params["g_I"][0]),
-                               net.tensor(step.params["g_E"]), net.tensor(step.params["b_E"]))]
-    I_sub = I_div = None
-    rule = ("none", False, 1e-8)
-    for s_I, mode, w_paths, g_path in zip(inhibitors, step.attrs["modes"], step.params["W_EI"], step.params["g_I"]):
-        weights = [ops.scale_grad(net.tensor(p), mode["grad_scale"]) if mode["grad_scale"] != 1.0
-                   else net.tensor(p) for p in w_paths]
-        g_I = _param(net, g_path)
-        if len(weights) == 1:
-            sub, div = ops.inhibition_currents(s_I, weights[0], g_I, mode["subtractive"], mode["divisive"])
-        else:
-            sub, _ = ops.inhibition_currents(s_I, weights[0], None, True, False)
-            _, div = ops.inhibition_currents(s_I, weights[1], g_I, False, True)
-        I_sub = sub if I_sub is None else (I_sub if sub is None else I_sub + sub)
-        I_div = div if I_div is None else (I_div if div is None else I_div + div)
-        if mode["divisive"]:
-            rule = (mode["stabilize"], mode["ste"], mode["epsilon"])
-    if I_EE is None:
-        I_EE = torch.zeros_like(I_sub if I_sub is not None else I_div)
-    if step.attrs["balanced_only"]:
-        return [I_EE if I_sub is None else I_EE - I_sub]
-    if I_div is not None:
-        I_div = ops.stabilise(I_div, rule[0], rule[1], rule[2])
-    return [ops.integrate(I_EE, I_sub, I_div, _param(net, step.params["g_E"]), _param(net, step.params["b_E"]))]
+        return [ops.ei_circuit(I_EE, inhibitors[0], _standard_W_EI(net, step), net.tensor(p.g_I[0]),
+                               net.tensor(p.g_E), net.tensor(p.b_E))]
+    I_sub, I_div, rule = ops.inhibition(inhibitors, [[net.tensor(w) for w in paths] for paths in p.W_EI],
+                                        [_param(net, g) for g in p.g_I], step.attrs.modes)
+    return [ops.integrate_terms(I_EE, I_sub, I_div, rule, _param(net, p.g_E), _param(net, p.b_E),
+                                step.attrs.balanced_only)]
 
 
 def _standard_W_EI(net: Network, step: Step) -> torch.Tensor:
     """A standard circuit's W_EI, with E-I Prop's gradient scale applied."""
-    mode, (w_path,) = step.attrs["modes"][0], step.params["W_EI"][0]
+    mode, (w_path,) = step.attrs.modes[0], step.params.W_EI[0]
     W_EI = net.tensor(w_path)
-    return ops.scale_grad(W_EI, mode["grad_scale"]) if mode["grad_scale"] != 1.0 else W_EI
+    return ops.scale_grad(W_EI, mode.grad_scale) if mode.grad_scale != 1.0 else W_EI
 
 
 def _run_circuit_lif(net: Network, circuit: Step, lif: Step, ins):
-    n_exc, a = circuit.attrs["n_exc"], lif.attrs
+    n_exc, a = circuit.attrs.n_exc, lif.attrs
     return [ops.ei_circuit_lif(ops.spike_sum(*ins[:n_exc]), ins[n_exc], _standard_W_EI(net, circuit),
-                               net.tensor(circuit.params["g_I"][0]),
-                               net.tensor(circuit.params["g_E"]), net.tensor(circuit.params["b_E"]), a["T"],
-                               a["tau"], a["theta"], a["reset"], a["v_reset"], a["detach_reset"], a["surrogate"],
-                               a["alpha"])]
+                               net.tensor(circuit.params.g_I[0]),
+                               net.tensor(circuit.params.g_E), net.tensor(circuit.params.b_E), a.T,
+                               a.tau, a.theta, a.reset, a.v_reset, a.detach_reset, a.surrogate,
+                               a.alpha)]
 
 
 def _run_lif(net: Network, step: Step, ins):
     a = step.attrs
-    return [ops.lif(ins[0], a["T"], a["tau"], a["theta"], a["reset"], a["v_reset"], a["detach_reset"],
-                    a["surrogate"], a["alpha"])]
+    return [ops.lif(ins[0], a.T, a.tau, a.theta, a.reset, a.v_reset, a.detach_reset,
+                    a.surrogate, a.alpha)]
 
 
 def run_loop(net: Network, step: Step, ins, keep: bool = False) -> dict[str, torch.Tensor]:
@@ -187,26 +168,26 @@ def run_loop(net: Network, step: Step, ins, keep: bool = False) -> dict[str, tor
     the body sees one step (B, ...); delayed values come from earlier steps (zero before the
     first) and each LIF keeps its membrane between steps. Returns the members' outputs over
     the whole sequence, or with `keep` every tensor of the body."""
-    T = step.attrs["T"]
+    T = step.attrs.T
     seqs = [ops.unfold_time(x, T) for x in ins]
     batch = seqs[0].shape[1]
-    history: dict[str, list[torch.Tensor]] = {name: [] for name in step.attrs["history"]}
+    history: dict[str, list[torch.Tensor]] = {name: [] for name in step.attrs.history}
     membrane: dict[str, torch.Tensor] = {}
-    body = step.attrs["body"]
+    body = step.attrs.body
     wanted = [o for s in body for o in s.outs] if keep else list(step.outs)
     traces: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
     for t in range(T):
         env = {name: seq[t] for name, seq in zip(step.ins, seqs)}
         for inner in body:
             if inner.op == "delay_step":
-                k = inner.attrs["steps"]
+                k = inner.attrs.steps
                 outs = [history[inner.ins[0]][t - k] if t >= k else
-                        seqs[0].new_zeros((batch, *inner.attrs["shape"]))]
+                        seqs[0].new_zeros((batch, *inner.attrs.shape))]
             elif inner.op == "lif_step":
                 a, current = inner.attrs, env[inner.ins[0]]
                 v = membrane.get(inner.outs[0])
-                v, s = ops.lif_step(torch.zeros_like(current) if v is None else v, current, a["tau"], a["theta"],
-                                    a["reset"], a["v_reset"], a["detach_reset"], a["surrogate"], a["alpha"])
+                v, s = ops.lif_step(torch.zeros_like(current) if v is None else v, current, a.tau, a.theta,
+                                    a.reset, a.v_reset, a.detach_reset, a.surrogate, a.alpha)
                 membrane[inner.outs[0]], outs = v, [s]
             else:
                 outs = RUNNERS[inner.op](net, inner, [env[i] for i in inner.ins])
@@ -219,63 +200,18 @@ def run_loop(net: Network, step: Step, ins, keep: bool = False) -> dict[str, tor
 
 
 RUNNERS: dict[str, Callable] = {
-    "repeat_static": lambda net, step, ins: [ops.repeat_static(ins[0], step.attrs["T"])],
+    "repeat_static": lambda net, step, ins: [ops.repeat_static(ins[0], step.attrs.T)],
     "fold_events": lambda net, step, ins: [ops.fold_events(ins[0])],
     "project": _run_project,
     "integrate": _run_integrate,
     "lif": _run_lif,
     "relu": lambda net, step, ins: [ops.relu(ins[0])],
     "identity": lambda net, step, ins: [ins[0]],
-    "delay": lambda net, step, ins: [ops.delay(ins[0], step.attrs["T"], step.attrs["steps"])],
-    "avgpool": lambda net, step, ins: [ops.avgpool(ins[0], step.attrs["kernel"], step.attrs["stride"])],
+    "delay": lambda net, step, ins: [ops.delay(ins[0], step.attrs.T, step.attrs.steps)],
+    "avgpool": lambda net, step, ins: [ops.avgpool(ins[0], step.attrs.kernel, step.attrs.stride)],
     "global_avgpool": lambda net, step, ins: [ops.global_avgpool(ins[0])],
     "flatten": lambda net, step, ins: [ops.flatten(ins[0])],
     "spike_sum": lambda net, step, ins: [ops.spike_sum(*ins)],
-    "readout_mean": lambda net, step, ins: [ops.readout_mean(ins[0], step.attrs["T"])],
+    "readout_mean": lambda net, step, ins: [ops.readout_mean(ins[0], step.attrs.T)],
     "loop": lambda net, step, ins: [run_loop(net, step, ins)[name] for name in step.outs],
 }
-
-
-# ---------------------------------------------------------------- data-free initialisation
-
-
-def initialise(net: Network, seed: int = 0) -> None:
-    """Rules that need no data. ei_balanced/gain_control weights are left for E-I Init (init.py),
-    given a provisional value so an un-initialised network still runs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for path, spec in net.param_specs.items():
-            t = net.tensor(path)
-            fill(t, spec, gen)
-        net.clamp_()
-
-
-def fill(t: torch.Tensor, spec: ParamSpec, gen: torch.Generator) -> None:
-    rule, init = spec.init.rule, spec.init
-    fan_in = max(spec.fan_in, 1)
-    bound = 1.0 / math.sqrt(fan_in)
-    if rule == "constant":
-        t.fill_(init.value)
-    elif rule == "zeros":
-        t.zero_()
-    elif rule == "ones":
-        t.fill_(1.0)
-    elif rule in ("default", "abs_default"):
-        # PyTorch's nn.Linear/Conv default: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(d), 1/sqrt(d)).
-        t.uniform_(-bound, bound, generator=gen)
-        if rule == "abs_default":
-            t.abs_()
-    elif rule == "kaiming":
-        fan_out = t.shape[0] * (math.prod(t.shape[2:]) if t.dim() > 2 else 1)
-        t.normal_(0.0, math.sqrt(2.0 / fan_out), generator=gen)
-    elif rule == "uniform":
-        t.uniform_(init.low, init.high, generator=gen)
-    elif rule == "normal":
-        t.normal_(init.mean, init.std, generator=gen)
-    elif rule == "ei_balanced":
-        # Placeholder until E-I Init sees data: the binary-input scale at firing rate 0.2.
-        t.exponential_(1.0 / math.sqrt(0.8 / (1.8 * fan_in)), generator=gen)
-    elif rule == "gain_control":
-        t.fill_(math.sqrt(1.8 / (0.2 * fan_in)))
-    else:
-        raise ValueError(rule)

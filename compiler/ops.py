@@ -1,4 +1,4 @@
-"""The paper's math, in one place, named in its terms (PAPER.md §1.2, §3).
+"""The paper's math, in one place, named in its terms (docs/science.md §1.2, §3).
 
 Tensors carry time folded into the batch, (T*B, features) or (T*B, C, H, W),
 except inside the LIF, which unfolds time to integrate the membrane.
@@ -12,12 +12,12 @@ except inside the LIF, which unfolds time to integrate the membrane.
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
 
-from . import fused, kernels
+from eidsl_compiler import fused
+from eidsl_compiler import kernels
 
 # The hand-derived Functions of fused.py run in eager mode; under torch.compile (and with
 # use_fused(False), which the benchmark uses for before/after numbers) the plain formulas below
@@ -123,6 +123,40 @@ def inhibition_currents(s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor
     return None, pointwise(W_EI, gated)
 
 
+def inhibition(s_Is, W_EIs, g_Is, modes) -> tuple[torch.Tensor | None, torch.Tensor | None, object | None]:
+    """One population's inhibition from all its inhibitors: I_sub = sum_k W_EI^k s_I^k and
+    I_div = sum_k W_EI^k (g_I^k s_I^k), each W_EI with E-I Prop's gradient scale. Returns both sums
+    (None where no inhibitor has that path) and the settings (`plan.Inhibitor`) of the last divisive
+    path, which say how to stabilise the divisor. The network, the probe and generated code all call
+    this: the circuit's per-inhibitor loop is written here only."""
+    I_sub = I_div = rule = None
+    for s_I, paths, g_I, mode in zip(s_Is, W_EIs, g_Is, modes):
+        weights = [scale_grad(w, mode.grad_scale) if mode.grad_scale != 1.0 else w for w in paths]
+        if len(weights) == 1:
+            sub, div = inhibition_currents(s_I, weights[0], g_I, mode.subtractive, mode.divisive)
+        else:   # separate matrices for the two paths (`shared = false`)
+            sub, _ = inhibition_currents(s_I, weights[0], None, True, False)
+            _, div = inhibition_currents(s_I, weights[1], g_I, False, True)
+        I_sub = sub if I_sub is None else (I_sub if sub is None else I_sub + sub)
+        I_div = div if I_div is None else (I_div if div is None else I_div + div)
+        if mode.divisive:
+            rule = mode
+    return I_sub, I_div, rule
+
+
+def integrate_terms(I_EE: torch.Tensor | None, I_sub: torch.Tensor | None, I_div: torch.Tensor | None, rule,
+                    g_E: torch.Tensor | None, b_E: torch.Tensor | None, balanced_only: bool) -> torch.Tensor:
+    """I_int from the circuit's terms: an output layer's balanced current I_EE - I_sub, or
+    g_E (I_EE - I_sub) / stabilise(I_div) + b_E with the divisive path's stabiliser `rule`."""
+    if I_EE is None:   # a population driven by inhibition alone
+        I_EE = torch.zeros_like(I_sub if I_sub is not None else I_div)
+    if balanced_only:
+        return I_EE if I_sub is None else I_EE - I_sub
+    if I_div is not None:
+        I_div = stabilise(I_div, rule.stabilize, rule.ste, rule.epsilon)
+    return integrate(I_EE, I_sub, I_div, g_E, b_E)
+
+
 def ei_circuit(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor,
                g_E: torch.Tensor, b_E: torch.Tensor) -> torch.Tensor:
     """The whole standard circuit, g_E (I_EE - W_EI s_I) / min_positive_STE(W_EI (g_I s_I)) + b_E.
@@ -160,7 +194,7 @@ def min_positive(I_div: torch.Tensor) -> torch.Tensor:
 
 
 def straight_through(x: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
-    """Forward `replaced` exactly, backward the identity to `x` (E-I Prop, PAPER.md §3 item 2)."""
+    """Forward `replaced` exactly, backward the identity to `x` (E-I Prop, docs/science.md §3 item 2)."""
     return replaced.detach() + (x - x.detach())
 
 
@@ -196,7 +230,7 @@ def integrate(I_EE: torch.Tensor, I_sub: torch.Tensor | None, I_div: torch.Tenso
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """Fast-spiking interneurons at steady state (PAPER.md §1.2 item 2)."""
+    """Fast-spiking interneurons at steady state (docs/science.md §1.2 item 2)."""
     return torch.relu(x)
 
 
@@ -268,22 +302,3 @@ def spike_sum(*xs: torch.Tensor) -> torch.Tensor:
     for x in xs[1:]:
         out = out + x
     return out
-
-
-# ---------------------------------------------------------------- E-I Init statistics (PAPER.md §2.2)
-
-
-def input_statistics(x: torch.Tensor) -> tuple[float, float, float]:
-    """E[x], E[x^2] and the mean per-feature unbiased variance over the T*B rows."""
-    x = x.detach().double()
-    return x.mean().item(), (x * x).mean().item(), x.var(0).mean().item()
-
-
-def balanced_scale(mean: float, mean_sq: float, var: float, fan_in: int) -> float:
-    """sigma_w = sqrt(Var[x] / (d (E[x^2] + Var[x])))   ("Eq. 53")."""
-    return math.sqrt(var / (fan_in * (mean_sq + var)))
-
-
-def gain_control(mean: float, mean_sq: float, var: float, fan_in: int) -> float:
-    """g_I = sqrt(E[x^2] + Var[x]) / (sqrt(d) E[x])   ("Eq. 54")."""
-    return math.sqrt(mean_sq + var) / (math.sqrt(fan_in) * mean)

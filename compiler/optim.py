@@ -1,4 +1,4 @@
-"""Sign-constrained SGD (PAPER.md §3.1): SGD with momentum and L2 weight decay on every
+"""Sign-constrained SGD (docs/science.md §3.1): SGD with momentum and L2 weight decay on every
 parameter, then every sign-constrained parameter projected back onto >= 0.
 
 The reference also clamps inside each forward; since every step here ends on the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .network import Network
+from eidsl_compiler.network import Network
 
 _FUSED_DEVICES = ("cpu", "cuda")
 

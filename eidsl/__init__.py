@@ -1,15 +1,13 @@
-"""eidsl: a language and compiler for cortical excitatory-inhibitory spiking networks (DeepEISNN)."""
-from .errors import EidslError, SpecError
+"""eidsl: a language and compiler for cortical excitatory-inhibitory spiking networks (DeepEISNN).
 
-__all__ = ["build", "build_graph", "ei_init", "import_deepeisnn", "load_graph", "optimizer", "unwrap",
-           "EidslError", "SpecError"]
+The flow, one stage a subpackage: text -> `eidsl.lang` (parse, elaborate, check) -> `eidsl.ir`
+(the graph) -> `eidsl_compiler` (plan, PyTorch module, E-I Init) -> `eidsl.train`. `eidsl.data`,
+`eidsl.interop`, `eidsl.tools` and `eidsl.cli` sit around it.
+"""
+from eidsl.api import build, build_graph, compile_network, ei_init, load_graph, optimizer, unwrap
+from eidsl.errors import EidslError, SpecError
+from eidsl.interop.deepeisnn import import_deepeisnn
+
+__all__ = ["build", "build_graph", "compile_network", "ei_init", "import_deepeisnn", "load_graph", "optimizer",
+           "unwrap", "EidslError", "SpecError"]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    # The API is loaded on first use: it imports the compiler, whose modules import eidsl's IR,
-    # so loading it here eagerly would make `import compiler.<module>` circular.
-    if name in __all__:
-        from . import api
-        return getattr(api, name)
-    raise AttributeError(f"module 'eidsl' has no attribute {name!r}")

@@ -1,20 +1,21 @@
-"""The Python API: what the CLI, the trainer, the tests and users all go through."""
+"""The Python API: what the CLI, the trainer, the tests and users all go through.
+
+The compiler and torch are imported inside the functions that need them: the compiler's modules
+read `eidsl.ir`, whose package face imports this module, and `import eidsl` (or `eidsl check`)
+should not pay for torch.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from eidsl import ir
+from eidsl.lang.checks import check
+from eidsl.lang.elaborate import Value, elaborate
 
-from compiler import init as _init
-from compiler import optim as _optim
-from compiler.importer import import_deepeisnn as _import
-from compiler.lower import lower
-from compiler.network import Network, initialise
-
-from . import ir
-from .elaborate import Value, elaborate
-from .passes import check
+if TYPE_CHECKING:
+    import torch
+    from eidsl_compiler.network import Network
 
 
 def load_graph(spec: str | Path, sets: dict[str, str] | None = None, include=(), network: str | None = None, *,
@@ -28,6 +29,9 @@ def load_graph(spec: str | Path, sets: dict[str, str] | None = None, include=(),
 
 
 def build_graph(graph: ir.Graph, seed: int = 0) -> Network:
+    from eidsl_compiler.init import initialise
+    from eidsl_compiler.lower import lower
+    from eidsl_compiler.network import Network
     net = Network(lower(graph), graph)
     initialise(net, seed)
     return net
@@ -37,6 +41,7 @@ def compile_network(model: torch.nn.Module) -> torch.nn.Module:
     """torch.compile for eidsl networks. Inductor's layout optimisation (conv activations turned
     channels-last inside the graph) is off: on CPU it made the compiled E-I VGG-8 step 1.17x the
     eager one, against 0.85-0.96x without it (docs/performance.md)."""
+    import torch
     return torch.compile(model, options={"layout_optimization": False})
 
 
@@ -52,6 +57,7 @@ def build(spec: str | Path, *, compile: bool = False, seed: int = 0, sets: dict[
 
 def unwrap(model: torch.nn.Module) -> Network:
     """The eidsl Network inside a torch.compile or DistributedDataParallel wrapper."""
+    from eidsl_compiler.network import Network
     while not isinstance(model, Network):
         inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
         if inner is None:
@@ -61,15 +67,12 @@ def unwrap(model: torch.nn.Module) -> Network:
 
 
 def ei_init(model: torch.nn.Module, batch: torch.Tensor, seed: int = 2025, reduce=None) -> dict[str, float]:
-    """E-I Init (PAPER.md §2) on one batch; returns the balanced scale sigma_w per projection."""
-    return _init.ei_init(unwrap(model), batch, seed=seed, reduce=reduce)
+    """E-I Init (docs/science.md §2) on one batch; returns the balanced scale sigma_w per projection."""
+    from eidsl_compiler.init import ei_init as run
+    return run(unwrap(model), batch, seed=seed, reduce=reduce)
 
 
 def optimizer(model: torch.nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
     """Sign-constrained SGD: momentum, L2 on every parameter, >= 0 projection for Dale's law."""
-    return _optim.make_optimizer(unwrap(model), lr, momentum, weight_decay)
-
-
-def import_deepeisnn(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
-    """Load a reference DeepEISNN state dict; returns the key mapping."""
-    return _import(unwrap(model), state_dict)
+    from eidsl_compiler.optim import make_optimizer
+    return make_optimizer(unwrap(model), lr, momentum, weight_decay)

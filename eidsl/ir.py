@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .errors import Span
+from eidsl.errors import Span, SpecError
 
 Sign = Literal["exc", "inh", "free"]
 Shape = tuple[int, ...]
@@ -44,7 +44,7 @@ class Init(BaseModel):
     """An initialisation rule for one parameter tensor.
 
     ``ei_balanced`` and ``gain_control`` are the paper's data-dependent E-I Init
-    (PAPER.md §2.2, "Eq. 53" and "Eq. 54"); the others are ordinary rules for baselines.
+    (docs/science.md §2.2, "Eq. 53" and "Eq. 54"); the others are ordinary rules for baselines.
     """
     model_config = ConfigDict(frozen=True)
     rule: Literal["ei_balanced", "gain_control", "constant", "default", "abs_default",
@@ -66,7 +66,8 @@ class _Record(BaseModel):
 
 
 class Input(_Record):
-    """The network's input: a static image repeated over T, or event frames already over T."""
+    """The network's input x[t]: a static image shown at every t = 1..T (x[t] = x, direct encoding),
+    or event frames already over T."""
     kind: Literal["input"] = "input"
     shape: Shape                      # per sample, without T
     encoding: Literal["static", "events"] = "static"
@@ -75,7 +76,14 @@ class Input(_Record):
 
 
 class Population(_Record):
-    """A group of neurons: excitatory LIF, inhibitory interneurons, or a readout current."""
+    """A group of neurons and the current they integrate (docs/science.md §1.2):
+
+        I_int = g_E ⊙ (I_EE − I_sub) / stabilise(I_div) + b_E       (I_sub, I_div from its Inhibition edges)
+        lif:     v[t] = v[t−1] (1 − 1/τ) + I_int[t],  s[t] = H(v[t] − θ),  v[t] ← v[t] − θ s[t] (soft reset)
+        relu:    s = max(0, I_int)      (the paper's fast-spiking interneurons, s_I = ReLU(W_IE x))
+        current: s = I_int              (readouts; with inhibition, the output layer's I_EE − W_EI s_I)
+
+    An inhibitory population's `gain` is g_I, which scales its divisive effect on its targets."""
     kind: Literal["population"] = "population"
     model: Literal["lif", "relu", "current"]
     sign: Sign
@@ -96,6 +104,8 @@ class Population(_Record):
 
 
 class Pool(_Record):
+    """Average pooling: y = mean of x over k × k windows with the given stride, or over every
+    position (`global_pool`)."""
     kind: Literal["pool"] = "pool"
     op: Literal["avg"] = "avg"
     kernel: int = 2
@@ -105,18 +115,19 @@ class Pool(_Record):
 
 
 class Flatten(_Record):
+    """(C, H, W) → C·H·W features, per time step."""
     kind: Literal["flatten"] = "flatten"
     shape: Shape | None = None
 
 
 class Sum(_Record):
-    """Spike-sum residual (SEW ResNet): the element-wise sum of its inputs."""
+    """Spike-sum residual (SEW ResNet): y[t] = Σ_k x_k[t], the element-wise sum of its inputs."""
     kind: Literal["sum"] = "sum"
     shape: Shape | None = None
 
 
 class Readout(_Record):
-    """The network's output: the mean over T of its input current."""
+    """The network's output: logits = (1/T) Σ_t x[t], the mean over T of its input current."""
     kind: Literal["readout"] = "readout"
     mode: Literal["mean"] = "mean"
     shape: Shape | None = None
@@ -126,7 +137,9 @@ Node = Annotated[Union[Input, Population, Pool, Flatten, Sum, Readout], Field(di
 
 
 class Projection(_Record):
-    """A weighted excitatory (``->``) projection: dense or convolutional."""
+    """A weighted excitatory (``->``) projection, I_PE = W x (dense) or W ∗ x (convolution, kernel,
+    stride, padding): W_EE into an E population, W_IE into an I population (docs/science.md §1.2
+    item 1). `delay` reads x[t − delay]; `nonneg` keeps W ≥ 0 (Dale's law)."""
     kind: Literal["projection"] = "projection"
     op: Literal["dense", "conv"]
     kernel: int = 1
@@ -136,11 +149,16 @@ class Projection(_Record):
     init: Init = Init(rule="default")
     delay: int = 0
     nonneg: bool = False              # set by the sign pass: Dale's law on this weight
-    fan_in: int | None = None         # inferred: d of PAPER.md §1.1
+    fan_in: int | None = None         # inferred: d of docs/science.md §1.1
 
 
 class Inhibition(_Record):
-    """I -| E: subtractive and/or divisive inhibition through W_EI (PAPER.md §1.2 items 3-5)."""
+    """I -| E: subtractive and/or divisive inhibition through W_EI (docs/science.md §1.2 items 3-5):
+
+        I_sub = W_EI s_I,   I_div = W_EI (g_I ⊙ s_I),   into  g_E ⊙ (I_EE − I_sub) / stabilise(I_div) + b_E
+
+    `stabilize`: min_positive (zeros → the smallest positive entry of the sample; with `ste`, an
+    identity gradient: E-I Prop, §3) or I_div + ε. `grad_scale`: W_EI's gradient × 1/d (§3)."""
     kind: Literal["inhibition"] = "inhibition"
     subtractive: bool = True
     divisive: bool = True
@@ -156,7 +174,7 @@ class Inhibition(_Record):
 
 
 class Flow(_Record):
-    """Unweighted data flow into pools, flatten, sums and the readout."""
+    """Unweighted data flow into pools, flatten, sums and the readout: y = x."""
     kind: Literal["flow"] = "flow"
     port: int = 0
 
@@ -261,3 +279,50 @@ class Graph:
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Graph) and self.to_json() == other.to_json()
+
+
+# ---------------------------------------------------------------- queries every stage asks
+
+def instantaneous(graph: Graph) -> nx.DiGraph:
+    """The graph without edges that carry a time delay: what one time step computes."""
+    g = nx.DiGraph()
+    g.add_nodes_from(graph.g.nodes)
+    for src, dst, rec in graph.edges():
+        if getattr(rec, "delay", 0) == 0:
+            g.add_edge(src, dst)
+    return g
+
+
+def time_order(graph: Graph) -> list[str]:
+    g = instantaneous(graph)
+    try:
+        return list(nx.lexicographical_topological_sort(g, key=_creation_index(graph)))
+    except nx.NetworkXUnfeasible:
+        cycle = nx.find_cycle(g)
+        names = [a for a, _ in cycle] + [cycle[0][0]]
+        first = graph.edge(*cycle[0])
+        raise SpecError("cycle without a time delay: " + " -> ".join(names), first.loc.span() if first.loc else None,
+                        hint="give one projection in the loop `delay = 1` (it then reads the previous time step)") \
+            from None
+
+
+def _creation_index(graph: Graph):
+    index = {name: i for i, name in enumerate(graph.g.nodes)}
+    return lambda name: f"{index[name]:09d}"
+
+
+def node_sign(graph: Graph, name: str) -> str:
+    """Declared for populations and the input; pools, flattens and sums carry their inputs' sign
+    (when those all agree, else they are sign-free)."""
+    signs, seen, stack = set(), set(), [name]
+    while stack:   # iterative: a chain of thousands of pools must not exhaust the stack
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        rec = graph.node(node)
+        if isinstance(rec, (Population, Input)):
+            signs.add(rec.sign)
+        else:
+            stack.extend(src for src, _ in graph.in_edges(node))
+    return signs.pop() if len(signs) == 1 else "free"

@@ -12,10 +12,10 @@ import sys
 
 import torch
 
-from eidsl import distributed
-from eidsl import train as training
+from eidsl.train import distributed
+from eidsl.train import trainer as training
 from eidsl.api import load_graph
-from eidsl.config import TrainConfig
+from eidsl.train.config import TrainConfig
 
 SPEC_SETS = {"depth": "2", "input": "[1,8,8]"}
 # An odd batch size: the two ranks get shares of 62 and 63, which the loss weighting must even out.

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from eidsl.elaborate import elaborate
+from eidsl.lang.elaborate import elaborate
 from eidsl.errors import EidslError
-from eidsl.parser import keywords
-from eidsl.passes import check
+from eidsl.lang.parser import keywords
+from eidsl.lang.checks import check
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([*(ROOT / "specs").glob("*.ei"), *(ROOT / "specs" / "motifs").glob("*.ei"),
-                  ROOT / "eidsl" / "stdlib" / "std.ei"])
+                  ROOT / "eidsl" / "lang" / "stdlib" / "std.ei"])
 
 NAMES = ["x", "h", "y", "E", "I", "O", "n", "k", "T", "ratio", "depth", "family", "input", "classes",
          "widths", "w", "a", "b", "i"]

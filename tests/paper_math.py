@@ -1,4 +1,4 @@
-"""PAPER.md §1.2 and §3 written out again, plainly, with torch primitives only.
+"""docs/science.md §1.2 and §3 written out again, plainly, with torch primitives only.
 
 Nothing here comes from eidsl's ops: this is the independent computation the
 compiled networks are compared with. The choices that matter are the reference

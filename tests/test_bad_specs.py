@@ -15,7 +15,7 @@ import pytest
 
 from eidsl.api import load_graph
 from eidsl.cli import parse_sets
-from eidsl.elaborate import STDLIB
+from eidsl.lang.elaborate import STDLIB
 from eidsl.errors import EidslError, SpecError, SpecErrors
 
 from conftest import ROOT

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 import eidsl
 from bench.floor import Floor
 from bench.timing import interleaved, paired_ratio
-from compiler import ops
+from eidsl_compiler import ops
 from conftest import SPECS
 from eidsl.cli import app
 

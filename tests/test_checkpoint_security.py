@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from compiler.importer import read_checkpoint
+from eidsl.interop.deepeisnn import read_checkpoint
 from eidsl.errors import EidslError
 
 from conftest import ROOT

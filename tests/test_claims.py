@@ -7,9 +7,9 @@ import torch
 
 import eidsl
 from eidsl.api import load_graph
-from eidsl.config import TrainConfig
-from eidsl.data import load
-from eidsl.train import Trainer
+from eidsl.train.config import TrainConfig
+from eidsl.data.datasets import load
+from eidsl.train.trainer import Trainer
 
 from conftest import SPECS
 
@@ -29,7 +29,7 @@ def rates_at_init(family: str, depth: int = 16) -> list[float]:
 def test_ei_init_keeps_a_deep_stack_firing_where_default_init_goes_silent():
     ei, plain = rates_at_init("ei"), rates_at_init("plain")
     assert len(ei) == 15
-    assert all(0.05 < r < 0.5 for r in ei)          # every layer active (PAPER.md §7: 0.11-0.18)
+    assert all(0.05 < r < 0.5 for r in ei)          # every layer active (docs/science.md §7: 0.11-0.18)
     assert plain[0] < 0.02 and max(plain[1:]) < 0.001   # silent from layer 2 on
 
 

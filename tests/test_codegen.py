@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 import eidsl
-from eidsl.builds import BuildError, latest_build, load_build
+from eidsl.interop.builds import BuildError, latest_build, load_build
 from eidsl.cli import app
 
 from conftest import SPECS
@@ -47,7 +47,7 @@ def test_generated_module_equals_the_eager_network(tmp_path, monkeypatch, spec, 
     source = (build / "model.py").read_text()
     imports = {n.names[0].name if isinstance(n, ast.Import) else n.module
                for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.Import, ast.ImportFrom))}
-    assert imports <= {"torch", "compiler"}, imports
+    assert imports <= {"torch", "eidsl_compiler", "eidsl_compiler.plan"}, imports
 
     eager = eidsl.build_graph(info.graph)      # data-free initial values: the comparison needs no E-I Init
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
@@ -77,7 +77,10 @@ def test_generated_forward_reads_in_paper_terms(tmp_path, monkeypatch):
     # The paper's layer runs as the runtime runs it, circuit and LIF fused, with its formula beside it.
     for term in ("layer_1_I_EE, layer_1_I_IE = ops.project", "layer_1_s_I = ops.relu(layer_1_I_IE)",
                  "# I_int = g_E (I_EE - W_EI s_I) / min_positive(W_EI (g_I * s_I)) + b_E", "1 / 784",
-                 "layer_1_s_E = ops.ei_circuit_lif(layer_1_I_EE, layer_1_s_I,", "classifier_1_I_EE - classifier_1_I_sub",
+                 "layer_1_s_E = ops.ei_circuit_lif(layer_1_I_EE, layer_1_s_I,",
+                 "classifier_1_I_sub, classifier_1_I_div, rule = ops.inhibition([classifier_1_s_I]",
+                 "ops.integrate_terms(classifier_1_I_EE, classifier_1_I_sub, classifier_1_I_div, rule",
+                 "# output layer: the balanced current I_EE - I_sub",
                  "logits = ops.readout_mean("):
         assert term in forward, term
     # One comment per layer, pointing at the spec line that declares it.

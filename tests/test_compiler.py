@@ -1,4 +1,4 @@
-"""The compiled networks against the paper's formulas (PAPER.md §1.2, §2.2, §3, §3.1).
+"""The compiled networks against the paper's formulas (docs/science.md §1.2, §2.2, §3, §3.1).
 
 Gradients are compared in float64 with tests/paper_math.py, an independent plain
 autograd version of the same equations; in float64 the two differ only by the
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import eidsl
-from compiler import ops
+from eidsl_compiler import ops
 
 import paper_math as pm
 from conftest import SPECS
@@ -133,7 +133,7 @@ def test_conv_gradients_match_the_paper_formulas(tmp_path):
     assert zeros.any(1)[~zeros.all(1)].any(), "no partial zeros: min-positive replacement untested"
 
 
-# ---------------------------------------------------------------- E-I Init (PAPER.md §2.2)
+# ---------------------------------------------------------------- E-I Init (docs/science.md §2.2)
 
 
 def exact_rate_batch(n: int, d: int, p: float, gen) -> torch.Tensor:
@@ -198,7 +198,7 @@ def test_ei_init_real_valued_inputs_layer_by_layer():
         math.sqrt(m2 + v) / (math.sqrt(500) * m), rel=1e-6)
 
 
-# ---------------------------------------------------------------- E-I Prop pieces (PAPER.md §3)
+# ---------------------------------------------------------------- E-I Prop pieces (docs/science.md §3)
 
 
 def test_min_positive_replacement_per_sample_row():
@@ -279,7 +279,7 @@ def test_event_input_is_time_major(tmp_path):
         events(frames[:, :2])
 
 
-# ---------------------------------------------------------------- sign constraints (PAPER.md §3.1)
+# ---------------------------------------------------------------- sign constraints (docs/science.md §3.1)
 
 
 def test_sign_constrained_sgd_equals_reference_eisgd():

@@ -1,4 +1,4 @@
-"""Tests of eidsl.data on real packaged data and on small fake dataset folders written here."""
+"""Tests of eidsl.data.datasets on real packaged data and on small fake dataset folders written here."""
 from __future__ import annotations
 
 import gzip
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from eidsl import data
-from eidsl.augment import Cutout, OneOf, RandomRoll, RandomShift, SquareCutout
-from eidsl.data import DataError, load
+from eidsl.data import datasets as data
+from eidsl.data.augment import Cutout, OneOf, RandomRoll, RandomShift, SquareCutout
+from eidsl.data.datasets import DataError, load
 
 
 def test_names_and_unknown_name():

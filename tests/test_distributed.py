@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 import ddp_worker
 from conftest import ROOT, SPECS
-from eidsl import checkpoint as ckpt
-from eidsl import distributed
+from eidsl.train import checkpoint as ckpt
+from eidsl.train import distributed
 from eidsl.api import load_graph
-from eidsl.config import ConfigError, TrainConfig
-from eidsl.train import Trainer
+from eidsl.train.config import ConfigError, TrainConfig
+from eidsl.train.trainer import Trainer
 from test_train import TINY_ARGS, cli
 
 K = 3                 # updates before the weights are compared

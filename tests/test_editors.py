@@ -5,14 +5,14 @@ import re
 import pytest
 from pygments.token import Comment, Error, Keyword, Name, Operator, Punctuation
 
-from eidsl import highlight as H
-from eidsl.parser import keywords
-from eidsl.pygments_lexer import EiLexer
+from eidsl.tools import highlight as H
+from eidsl.lang.parser import keywords
+from eidsl.tools.pygments_lexer import EiLexer
 
 from conftest import ROOT
 
 GRAMMARS = [ROOT / "editors" / "ei.tmLanguage.json", ROOT / "editors" / "vscode" / "syntaxes" / "ei.tmLanguage.json"]
-SPECS = sorted([*ROOT.glob("specs/*.ei"), *ROOT.glob("specs/motifs/*.ei"), *ROOT.glob("eidsl/stdlib/*.ei")])
+SPECS = sorted([*ROOT.glob("specs/*.ei"), *ROOT.glob("specs/motifs/*.ei"), *ROOT.glob("eidsl/lang/stdlib/*.ei")])
 
 
 def _alternatives(regex: str) -> set[str]:
@@ -34,7 +34,7 @@ def test_grammar_vocabulary_is_what_the_parser_accepts():
 
 @pytest.mark.parametrize("path", GRAMMARS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_textmate_grammar_is_generated_and_matches_the_grammar(path):
-    assert path.read_text() == H.render(), "regenerate with: python3 -m eidsl.highlight"
+    assert path.read_text() == H.render(), "regenerate with: python3 -m eidsl.tools.highlight"
     tm = json.loads(path.read_text())
     assert tm["scopeName"] == "source.ei"
     repo = tm["repository"]

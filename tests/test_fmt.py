@@ -8,12 +8,12 @@ from typer.testing import CliRunner
 from eidsl.api import load_graph
 from eidsl.cli import app
 from eidsl.errors import SpecError
-from eidsl.fmt import WIDTH, format_text
+from eidsl.tools.fmt import WIDTH, format_text
 
 from conftest import ROOT
 
 runner = CliRunner()
-SHIPPED = sorted([*ROOT.glob("specs/*.ei"), *ROOT.glob("specs/motifs/*.ei"), *ROOT.glob("eidsl/stdlib/*.ei"),
+SHIPPED = sorted([*ROOT.glob("specs/*.ei"), *ROOT.glob("specs/motifs/*.ei"), *ROOT.glob("eidsl/lang/stdlib/*.ei"),
                   *ROOT.glob("tests/specs/*.ei")])
 NETWORKS = [p for p in SHIPPED if re.search(r"^network ", p.read_text(), re.M)]
 

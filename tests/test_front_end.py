@@ -5,9 +5,9 @@ import pytest
 
 from eidsl import ir
 from eidsl.api import load_graph
-from eidsl.describe import summarize
+from eidsl.tools.describe import summarize
 from eidsl.errors import EidslError, SpecError
-from eidsl.parser import parse
+from eidsl.lang.parser import parse
 
 from conftest import SPECS
 

@@ -2,7 +2,7 @@
 
 The references below are written independently of compiler/ops.py: the spike is a Heaviside
 whose backward is the derivative of a smooth primitive (sigmoid, arctan, ...), and every other
-formula is PAPER.md §1.2/§3 as plain tensor arithmetic. Gradients are compared in float64,
+formula is docs/science.md §1.2/§3 as plain tensor arithmetic. Gradients are compared in float64,
 where both sides are exact to ~1e-15, so a 1e-5 tolerance only hides nothing but rounding.
 """
 import math
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import eidsl
-from compiler import fused, ops
+from eidsl_compiler import fused
+from eidsl_compiler import ops
 from conftest import SPECS
 
 SURROGATES = ["sigmoid", "atan", "triangle", "rectangle"]

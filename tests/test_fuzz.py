@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench.fuzz import GENERATORS, Crash, located, make_case, mutate, run_case
 from eidsl.errors import EidslError, SpecError, SpecErrors, Span
-from eidsl.parser import parse
+from eidsl.lang.parser import parse
 
 EXAMPLES = {"network": 120, "mutation": 80, "grammar": 80}
 

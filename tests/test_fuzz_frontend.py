@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fuzz_specs as F
 from eidsl.errors import EidslError
-from eidsl.parser import parse, parse_expr
+from eidsl.lang.parser import parse, parse_expr
 
 FAST = settings(max_examples=150, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))

@@ -4,7 +4,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from eidsl import draw
+from eidsl.tools import draw
 from eidsl.api import load_graph
 from eidsl.cli import app
 

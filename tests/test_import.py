@@ -5,8 +5,8 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import eidsl
-from compiler.checkpoint import CheckpointError, load_state
-from compiler.importer import read_checkpoint
+from eidsl.train.checkpoint import CheckpointError, load_state
+from eidsl.interop.deepeisnn import read_checkpoint
 from eidsl.cli import app
 
 from conftest import SPECS, fixture

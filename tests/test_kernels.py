@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import eidsl
-from compiler import fused, kernels, ops
-from compiler.plan import fusible_circuits
+from eidsl_compiler import fused
+from eidsl_compiler import kernels
+from eidsl_compiler import ops
+from eidsl_compiler.plan import fusible_circuits
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 NEURON = dict(T=2, tau=2.0, theta=1.0, reset="soft", v_reset=0.0, detach_reset=True, surrogate="sigmoid", alpha=4.0)

@@ -15,9 +15,9 @@ from bench.memory import measure
 from eidsl import ir
 from eidsl.api import build, build_graph, load_graph
 from eidsl.cli import app
-from eidsl.cli_reliability import parse_memory_limit
+from eidsl.cli.reliability import parse_memory_limit
 from eidsl.errors import EidslError, SpecError
-from eidsl.passes import available_memory, estimate_bytes, format_bytes
+from eidsl.lang.checks import available_memory, estimate_bytes, format_bytes
 
 from conftest import ROOT, SPECS
 
@@ -40,7 +40,7 @@ import json, time
 from bench.memory import peak_rss, reset_peak_rss, rss
 from eidsl.api import build            # imports torch: a cost of the process, not of this spec
 from eidsl.errors import SpecError
-from eidsl.parser import _lark
+from eidsl.lang.parser import _lark
 _lark()                                # so is building the parser
 reset_peak_rss()
 before, start = rss(), time.perf_counter()
@@ -72,7 +72,8 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "peak": peak_rss() - 
 def no_allocation(monkeypatch):
     """Fails the test if a Network is constructed."""
     made = []
-    monkeypatch.setattr(api, "Network", lambda *a, **k: made.append(a) or pytest.fail("Network was allocated"))
+    from eidsl_compiler import network
+    monkeypatch.setattr(network, "Network", lambda *a, **k: made.append(a) or pytest.fail("Network was allocated"))
     return made
 
 
@@ -109,10 +110,10 @@ def test_the_estimate_counts_what_the_lowering_allocates(spec):
     net = build_graph(g)
     params = sum(p.numel() for p in net.parameters())
     # fused projections (one torch.cat of their weights per step) and gradient-scaled W_EI
-    copied = sum(sum(net.tensor(w).numel() for w in s.params["weights"])
-                 for s in net.plan.steps if s.op == "project" and len(s.params["weights"]) > 1)
+    copied = sum(sum(net.tensor(w).numel() for w in s.params.weights)
+                 for s in net.plan.steps if s.op == "project" and len(s.params.weights) > 1)
     copied += sum(net.tensor(p).numel() for s in net.plan.steps if s.op == "integrate"
-                  for paths, mode in zip(s.params["W_EI"], s.attrs["modes"]) if mode["grad_scale"] != 1.0
+                  for paths, mode in zip(s.params.W_EI, s.attrs.modes) if mode.grad_scale != 1.0
                   for p in paths)
     est = estimate_bytes(g)
     assert est["parameters"] == params

@@ -4,8 +4,8 @@ import torch
 from typer.testing import CliRunner
 
 import eidsl
-from compiler.init import InitError
-from compiler.lower import lower
+from eidsl_compiler.init import InitError
+from eidsl_compiler.lower import lower
 from eidsl.cli import app
 from eidsl.errors import SpecError
 

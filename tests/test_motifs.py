@@ -6,7 +6,7 @@ import torch
 from eidsl import ir
 from eidsl.api import build, ei_init, load_graph, unwrap
 from eidsl.errors import SpecError
-from eidsl.passes import instantaneous
+from eidsl.ir import instantaneous
 
 from conftest import SPECS
 

@@ -12,8 +12,9 @@ pytest.importorskip("nirtorch")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from compiler import nir_export as NX  # noqa: E402
-from compiler import nir_run, ops  # noqa: E402
+from eidsl.interop import nir_export as NX  # noqa: E402
+from eidsl.interop import nir_run
+from eidsl_compiler import ops  # noqa: E402
 from eidsl import ir  # noqa: E402
 from eidsl.api import build_graph, load_graph  # noqa: E402
 from eidsl.cli import app  # noqa: E402

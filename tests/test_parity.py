@@ -4,7 +4,7 @@ import torch
 
 import eidsl
 from eidsl.api import unwrap
-from compiler.importer import model_layers, reference_layers
+from eidsl.interop.deepeisnn import model_layers, reference_layers
 
 from conftest import SPECS, fixture
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import eidsl
-from compiler.network import Network
+from eidsl_compiler.network import Network
 
 import paper_math as pm
 from conftest import SPECS

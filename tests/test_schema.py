@@ -6,17 +6,17 @@ from typer.testing import CliRunner
 
 from eidsl.cli import app
 from eidsl.errors import EidslError
-from eidsl.schema import train_config_schema
+from eidsl.tools.schema import train_config_schema
 
 
 def _config_module():
     try:
-        import eidsl.config
+        import eidsl.train.config
     except ModuleNotFoundError as exc:
-        if exc.name == "eidsl.config":
+        if exc.name == "eidsl.train.config":
             return None
         raise
-    return eidsl.config
+    return eidsl.train.config
 
 
 def _types(prop: dict) -> set[str]:
@@ -27,9 +27,9 @@ def _types(prop: dict) -> set[str]:
 
 def test_train_schema(tmp_path):
     if _config_module() is None:
-        with pytest.raises(EidslError, match="eidsl/config.py"):
+        with pytest.raises(EidslError, match="eidsl/train/config.py"):
             train_config_schema()
-        pytest.skip("eidsl.config (TrainConfig) is not on this branch yet")
+        pytest.skip("eidsl.train.config (TrainConfig) is not on this branch yet")
     schema = train_config_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["type"] == "object"
@@ -62,9 +62,9 @@ def test_schema_is_the_models_own(monkeypatch):
         lr: float = Field(gt=0)
         data: str = "mnist5k"
 
-    fake = types.ModuleType("eidsl.config")
+    fake = types.ModuleType("eidsl.train.config")
     fake.TrainConfig = TrainConfig
-    monkeypatch.setitem(sys.modules, "eidsl.config", fake)
+    monkeypatch.setitem(sys.modules, "eidsl.train.config", fake)
     schema = train_config_schema()
     assert schema["required"] == ["epochs", "lr"]
     assert schema["properties"]["epochs"] == {"minimum": 1, "title": "Epochs", "type": "integer"}

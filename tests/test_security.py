@@ -8,13 +8,13 @@ import pytest
 
 from eidsl.api import load_graph
 from eidsl.errors import EidslError, SpecError
-from eidsl.parser import _lark
+from eidsl.lang.parser import _lark
 
 from conftest import ROOT
 
 # Every module a spec passes through on its way to the graph IR and the plan.
-SPEC_PATH = ["eidsl/parser.py", "eidsl/elaborate.py", "eidsl/passes.py", "eidsl/ir.py", "eidsl/syntax.py",
-             "eidsl/errors.py", "eidsl/describe.py", "compiler/lower.py", "compiler/plan.py"]
+SPEC_PATH = ["eidsl/lang/parser.py", "eidsl/lang/elaborate.py", "eidsl/lang/checks.py", "eidsl/ir.py", "eidsl/lang/syntax.py",
+             "eidsl/errors.py", "eidsl/tools/describe.py", "compiler/lower.py", "compiler/plan.py"]
 CODE_RUNNERS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 CODE_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "joblib", "importlib",
                 "runpy", "code", "codeop", "subprocess", "ctypes"}

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from eidsl.errors import EidslError
-from eidsl.sweep import cells, markdown_table, parse_grid, summarize_run
+from eidsl.train.sweep import cells, markdown_table, parse_grid, summarize_run
 
 
 def test_grid_expands_to_every_combination():

@@ -16,11 +16,12 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from conftest import ROOT, SPECS
-from eidsl import checkpoint as ckpt
+from eidsl import files
+from eidsl.train import checkpoint as ckpt
 from eidsl.api import load_graph
 from eidsl.cli import app
-from eidsl.config import ConfigError, TrainConfig, read_toml, resolve
-from eidsl.train import Interrupted, NonFiniteError, Trainer, make_scheduler
+from eidsl.train.config import ConfigError, TrainConfig, read_toml, resolve
+from eidsl.train.trainer import Interrupted, NonFiniteError, Trainer, make_scheduler
 
 TINY = {"depth": "2", "input": "[1,8,8]"}
 TINY_ARGS = ["--set", "depth=2", "--set", "input=[1,8,8]"]
@@ -256,7 +257,7 @@ def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
         f.write(data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "_write_bytes", torn)
+    monkeypatch.setattr(files, "_write_bytes", torn)
     with pytest.raises(OSError):
         ckpt.save(path, {"w": torch.zeros(4)}, {"epoch": 2}, {"epoch": 2})
     back = ckpt.load(path)
@@ -268,14 +269,15 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tmp_path):
     path, ready = tmp_path / "last.safetensors", tmp_path / "half-written"
     script = f"""
 import time, torch
-from eidsl import checkpoint as ckpt
+from eidsl import files
+from eidsl.train import checkpoint as ckpt
 path = {str(path)!r}
 ckpt.save(path, {{"w": torch.ones(1000)}}, {{"epoch": 1}})
 def slow(f, data):
     f.write(data[: len(data) // 2]); f.flush()
     open({str(ready)!r}, "w").close()
     time.sleep(60)
-ckpt._write_bytes = slow
+files._write_bytes = slow
 ckpt.save(path, {{"w": torch.zeros(1000)}}, {{"epoch": 2}})
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -392,15 +394,15 @@ def test_plot_writes_pngs(full_run, tmp_path):
 def _fake_builds(tmp_path):
     graph = load_graph(SPECS / "mlp.ei", TINY)
     info = types.SimpleNamespace(graph=graph, spec=SPECS / "mlp.ei", sets=TINY, name="mlp")
-    module = types.ModuleType("eidsl.builds")
+    module = types.ModuleType("eidsl.interop.builds")
     module.latest_build = lambda root="build": tmp_path / "build" / "b1"
     module.load_build = lambda path: info if path == tmp_path / "build" / "b1" else None
     return module
 
 
 def test_training_source_from_the_builds_module(tmp_path, monkeypatch):
-    from eidsl.cli_train import resolve_source
-    monkeypatch.setitem(sys.modules, "eidsl.builds", _fake_builds(tmp_path))
+    from eidsl.cli.train import resolve_source
+    monkeypatch.setitem(sys.modules, "eidsl.interop.builds", _fake_builds(tmp_path))
     graph, spec, sets = resolve_source(None, {})
     assert graph.params["depth"] == 2 and spec.endswith("mlp.ei") and sets == TINY
     graph, _, sets = resolve_source(None, {"T": "2"})
@@ -408,9 +410,9 @@ def test_training_source_from_the_builds_module(tmp_path, monkeypatch):
 
 
 def test_training_source_falls_back_to_build_latest(tmp_path, monkeypatch):
-    from eidsl.cli_train import resolve_source
+    from eidsl.cli.train import resolve_source
     from eidsl.errors import EidslError
-    monkeypatch.setitem(sys.modules, "eidsl.builds", None)
+    monkeypatch.setitem(sys.modules, "eidsl.interop.builds", None)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(EidslError, match="no build to train: run `eidsl compile SPEC` first"):
         resolve_source(None, {})

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from conftest import ROOT, SPECS
-from eidsl import checkpoint as ckpt
-from eidsl import metrics
+from eidsl import files
+from eidsl.train import checkpoint as ckpt
+from eidsl.train import metrics
 from eidsl.api import build_graph, load_graph
-from eidsl.config import TrainConfig
-from eidsl.train import Interrupted, NonFiniteError, Trainer
+from eidsl.train.config import TrainConfig
+from eidsl.train.trainer import Interrupted, NonFiniteError, Trainer
 from test_train import TINY, TINY_ARGS, cli, tiny_trainer
 
 LAST = os.path.join("checkpoints", "last.safetensors")
@@ -66,8 +67,9 @@ def run_copy(stopped_run, tmp_path):
 # until the test kills the process; the patch lives in this test, not in eidsl.
 KILLED_MID_SAVE = """
 import os, sys, time
-from eidsl import checkpoint as ckpt
-marker, writes, real = sys.argv[1], [], ckpt._write_bytes
+from eidsl import files
+from eidsl.train import checkpoint as ckpt
+marker, writes, real = sys.argv[1], [], files._write_bytes
 def half_then_hang(f, data):
     if ".last.safetensors.tmp-" in f.name:
         writes.append(f.name)
@@ -76,7 +78,7 @@ def half_then_hang(f, data):
             open(marker, "w").close()
             time.sleep(600)
     real(f, data)
-ckpt._write_bytes = half_then_hang
+files._write_bytes = half_then_hang
 sys.argv = ["eidsl", *sys.argv[2:]]
 from eidsl.cli import main
 main()
@@ -226,7 +228,7 @@ def test_missing_data_folder_on_a_fresh_run_creates_nothing(tmp_path):
 
 def _disk_full_on(name, nth, monkeypatch):
     """Make the nth write whose temporary file belongs to `name` fail as a full disk would, half-way."""
-    calls, real = [], ckpt._write_bytes
+    calls, real = [], files._write_bytes
 
     def write(f, data):
         if f".{name}.tmp-" in f.name:
@@ -236,7 +238,7 @@ def _disk_full_on(name, nth, monkeypatch):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(f, data)
 
-    monkeypatch.setattr(ckpt, "_write_bytes", write)
+    monkeypatch.setattr(files, "_write_bytes", write)
 
 
 def test_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):

@@ -1,0 +1,4 @@
+"""`python -m eidsl.cli`: the command line."""
+from eidsl.cli import main
+
+main()

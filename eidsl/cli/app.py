@@ -1,0 +1,54 @@
+"""The command-line application every command registers on, its shared options, and the wrapper
+that turns user errors into a located message and exit code 2."""
+from __future__ import annotations
+
+import os
+import sys
+from functools import wraps
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from eidsl.errors import EidslError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="eidsl: a language and compiler for cortical E-I spiking networks (DeepEISNN).")
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, soft_wrap=True)   # a located error stays one line, as editors parse it
+
+SetOption = typer.Option(None, "--set", "-s", help="override a network parameter: --set depth=8 (repeatable)")
+IncludeOption = typer.Option(None, "--include", "-I", help="extra folder that `import` may read from")
+
+
+def parse_sets(items: Optional[List[str]]) -> dict[str, str]:
+    sets = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise EidslError(f"--set takes NAME=VALUE, got {item!r}")
+        sets[key.strip()] = value.strip()
+    return sets
+
+
+def command(fn: Callable) -> Callable:
+    """Turn eidsl errors into a located message and exit code 2; never a traceback for user errors."""
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EidslError as exc:
+            err.print(exc.render(), markup=False, highlight=False, soft_wrap=True)  # one line in logs too
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug in eidsl, not in the user's input
+            if os.environ.get("EIDSL_DEBUG"):
+                raise
+            err.print(f"internal error: {type(exc).__name__}: {exc}\n"
+                      "this is a bug in eidsl; rerun with EIDSL_DEBUG=1 for the traceback", markup=False)
+            raise typer.Exit(3)
+    return run

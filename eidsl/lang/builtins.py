@@ -1,0 +1,331 @@
+"""The language's vocabulary: every built-in word a spec can use, in one place.
+
+- population models (`lif`, `relu`, `current`) and their arguments with defaults,
+- projection kinds per arrow (`->`: `dense`, `conv`; `-|`: `inhibit`) and their arguments,
+- init rules (`ei_balanced`, `gain_control`, ..., and the `uniform`/`normal`/`constant` functions),
+- functions over values (`min`, `sqrt`, `range`, ...),
+- graph builders (`image`, `events`, `avgpool`, `flatten`, `readout`, `add`, ...).
+
+The interpreter (elaborate.py) looks words up here and never names one itself; adding a word is an
+entry here plus, where it computes something new, its IR field and its lowering in the compiler.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable, Literal, get_args, get_origin
+
+from eidsl import ir
+from eidsl.errors import SpecError, Span, did_you_mean
+from eidsl.lang import syntax as S
+from eidsl.lang.values import MAX_LIST, REQUIRED, InitValue, NodeRef, Sym, is_int, is_number, kind_of, show
+
+if TYPE_CHECKING:
+    from eidsl.lang.elaborate import Elaborator
+
+# Bare words a spec may use as values: rule and option names.
+SYMBOLS = {
+    "ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones",
+    "sigmoid", "atan", "triangle", "rectangle", "soft", "hard", "batchnorm", "none",
+    "min_positive", "epsilon", "static", "events", "exc", "inh", "free",
+}
+
+
+def from_python(v):
+    """A Python value given to `eidsl.build(...)` as the value a spec would have written."""
+    if isinstance(v, tuple):
+        v = list(v)
+    if isinstance(v, list):
+        return [from_python(x) for x in v]
+    if isinstance(v, str) and v in SYMBOLS:
+        return Sym(v)
+    return v
+
+
+def callable_words() -> set[str]:
+    """Every name a spec may call: graph builders, population models, projection kinds, functions."""
+    names = set(GRAPH_BUILTINS) | set(POPULATION_MODELS) | set(FUNCTIONS)
+    for kinds in PROJECTION_KINDS.values():
+        names |= set(kinds)
+    return names
+
+
+INIT_RULES = {"ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones"}
+
+_NEURON = {"tau": 2.0, "theta": 1.0, "reset": "soft", "v_reset": 0.0, "detach_reset": True,
+           "surrogate": "sigmoid", "alpha": 4.0}
+POPULATION_MODELS: dict[str, dict[str, Any]] = {
+    "lif": {"n": REQUIRED, **_NEURON, "norm": None, "gain": None, "bias": None, "dale": True},
+    "relu": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
+    "current": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
+}
+
+PROJECTION_KINDS: dict[str, dict[str, dict[str, Any]]] = {
+    "->": {
+        "dense": {"init": "default", "bias": False, "delay": 0},
+        "conv": {"k": 3, "stride": 1, "pad": 1, "init": "default", "bias": False, "delay": 0},
+    },
+    "-|": {
+        "inhibit": {"sub": True, "div": True, "shared": True, "init": 0.0, "stabilize": "min_positive",
+                    "epsilon": 1e-8, "ste": True, "grad_scale": True, "delay": 0},
+    },
+}
+
+
+class Misuse(Exception):
+    """A builtin function called with values it does not accept; the message follows `name()`."""
+
+
+def _num(name: str) -> Callable:
+    def check(v):
+        if not is_number(v):
+            raise Misuse(f"needs a number, got {kind_of(v)}")
+        return v
+    return check
+
+
+def _range(start, stop=None, step=1):
+    if stop is None:
+        start, stop = 0, start
+    for v in (start, stop, step):
+        if not is_int(v):
+            raise Misuse(f"needs whole numbers, got {kind_of(v)}")
+    if step == 0:
+        raise Misuse("needs a step other than zero")
+    if len(range(start, stop, step)) > MAX_LIST:
+        raise Misuse(f"would make more than {MAX_LIST:,} items")
+    return list(range(start, stop, step))
+
+
+def _len(x):
+    if not isinstance(x, (list, dict, str)):
+        raise Misuse(f"needs a list, dictionary or string, got {kind_of(x)}")
+    return len(x)
+
+
+def _whole_of(name: str, fn: Callable) -> Callable:
+    def convert(x):
+        x = _num(name)(x)
+        if isinstance(x, float) and not math.isfinite(x):
+            raise Misuse(f"needs a finite number, got {x}")
+        return fn(x)
+    return convert
+
+
+def _sqrt(x):
+    if _num("sqrt")(x) < 0:
+        raise Misuse(f"needs a number >= 0, got {show(x)}")
+    return math.sqrt(x)
+
+
+def _finite(name: str, v) -> float:
+    v = _num(name)(v)
+    if not math.isfinite(v):
+        raise Misuse(f"needs finite numbers, got {v}")
+    return float(v)
+
+
+def _uniform(low, high):
+    low, high = _finite("uniform", low), _finite("uniform", high)
+    if not low < high:
+        raise Misuse(f"needs low < high, got low {low:g} and high {high:g}")
+    return InitValue(ir.Init(rule="uniform", low=low, high=high))
+
+
+def _normal(mean, std):
+    mean, std = _finite("normal", mean), _finite("normal", std)
+    if not std > 0:
+        raise Misuse(f"needs a positive standard deviation, got {std:g}")
+    return InitValue(ir.Init(rule="normal", mean=mean, std=std))
+
+
+def _constant(value):
+    return InitValue(ir.Init(rule="constant", value=_finite("constant", value)))
+
+
+FUNCTIONS: dict[str, tuple[dict, Callable]] = {
+    "min": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: min(_num("min")(a), _num("min")(b))),
+    "max": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: max(_num("max")(a), _num("max")(b))),
+    "abs": ({"x": REQUIRED}, lambda x: abs(_num("abs")(x))),
+    "int": ({"x": REQUIRED}, _whole_of("int", int)),
+    "floor": ({"x": REQUIRED}, _whole_of("floor", math.floor)),
+    "ceil": ({"x": REQUIRED}, _whole_of("ceil", math.ceil)),
+    "sqrt": ({"x": REQUIRED}, _sqrt),
+    "len": ({"x": REQUIRED}, _len),
+    "range": ({"start": REQUIRED, "stop": None, "step": 1}, _range),
+    "uniform": ({"low": REQUIRED, "high": REQUIRED}, _uniform),
+    "normal": ({"mean": REQUIRED, "std": REQUIRED}, _normal),
+    "constant": ({"value": REQUIRED}, _constant),
+}
+
+
+def whole(value, what: str, minimum: int, span: Span) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not is_int(value) or value < minimum:
+        rule = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise SpecError(f"{what} must be {rule}, got {show(value) if is_number(value) else kind_of(value)}", span)
+    return value
+
+
+# What users call IR fields, and the range each must lie in: (argument name, test, rule in words).
+_FIELD_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    "kernel": ("k", lambda v: v >= 1, "at least 1"),
+    "stride": ("stride", lambda v: v >= 1, "at least 1"),
+    "padding": ("pad", lambda v: v >= 0, "0 or more"),
+    "delay": ("delay", lambda v: v >= 0, "0 or more time steps"),
+    "tau": ("tau", lambda v: v >= 1, "at least 1 (the leak keeps 1 - 1/tau of the potential per step)"),
+    "theta": ("theta", lambda v: v > 0, "positive"),
+    "alpha": ("alpha", lambda v: v > 0, "positive (the surrogate's sharpness)"),
+    "epsilon": ("epsilon", lambda v: v > 0, "positive"),
+    "size": ("n", lambda v: v >= 1, "at least 1"),
+    "subtractive": ("sub", lambda v: True, ""),
+    "divisive": ("div", lambda v: True, ""),
+}
+
+
+def check_field(cls, name: str, value, span: Span):
+    """Strict types (no `k = true`, no `sub = "yes"`) and ranges, with the user's argument name."""
+    info = cls.model_fields.get(name)
+    if info is None:
+        return value
+    arg = _FIELD_RULES.get(name, (name,))[0]
+    given = value
+    kind = info.annotation
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{arg} must be true or false, got {kind_of(value)}", span)
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not is_int(value):
+            raise SpecError(f"{arg} must be a whole number, got {kind_of(value)}", span)
+    elif kind is float:
+        if not is_number(value):
+            raise SpecError(f"{arg} must be a number, got {kind_of(value)}", span)
+        value = float(value)
+    elif get_origin(kind) is Literal:
+        options = get_args(kind)
+        if not isinstance(value, str) or value not in options:
+            hint = did_you_mean(value, options) if isinstance(value, str) else None
+            raise SpecError(f"{arg} must be one of {', '.join(options)}; got {kind_of(value)}", span,
+                            hint=hint)
+        return str(value)
+    else:
+        return value
+    if name in _FIELD_RULES:
+        _, ok, rule = _FIELD_RULES[name]
+        if not ok(value):
+            raise SpecError(f"{arg} must be {rule}, got {show(given)}", span)
+    return value
+
+
+def a_kind(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _shape(value, span: Span) -> tuple[int, ...]:
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    if not isinstance(value, list) or not value or not all(is_int(v) and v > 0 for v in value):
+        raise SpecError(f"an input shape is a list of positive whole numbers, got {show(value)}", span,
+                        hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")
+    return tuple(value)
+
+
+def _input(encoding: str):
+    def build(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+        spans: dict[str, Span] = {}
+        args = el.bind_args(call, {"shape": REQUIRED, "T": REQUIRED}, scope, path, ambient=True, spans=spans)
+        first = next((r for _, r in el.graph.nodes(ir.Input)), None)
+        if first is not None:
+            raise SpecError("a network has one input", call.span, notes=[(first.loc.span(), "the input")],
+                            hint="reuse it: bind it to a name, `x = image(input)`, and read x twice")
+        T = whole(args["T"], "T (time steps)", 1, spans.get("T", call.span))
+        record = ir.Input(shape=_shape(args["shape"], spans.get("shape", call.span)), encoding=encoding, T=T,
+                          loc=el.loc(call.span))
+        return el._add_node(el._node_name(path, "input"), record, call.span)
+    return build
+
+
+def _pool(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    spans: dict[str, Span] = {}
+    args = el.bind_args(call, {"x": REQUIRED, "k": 2, "stride": None}, scope, path, spans=spans)
+    k = whole(args["k"], "pool size k", 1, spans.get("k", call.span))
+    stride = k if args["stride"] is None else whole(args["stride"], "pool stride", 1, spans.get("stride", call.span))
+    return el.unary_node("pool", ir.Pool(kernel=k, stride=stride, loc=el.loc(call.span)), args["x"], call, path)
+
+
+def _global_pool(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED}, scope, path)
+    return el.unary_node("pool", ir.Pool(global_pool=True, loc=el.loc(call.span)), args["x"], call, path)
+
+
+def _flatten(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED}, scope, path)
+    return el.unary_node("flatten", ir.Flatten(loc=el.loc(call.span)), args["x"], call, path)
+
+
+def _readout(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"x": REQUIRED}, scope, path)
+    return el.unary_node("readout", ir.Readout(loc=el.loc(call.span)), args["x"], call, path)
+
+
+def _add(el: Elaborator, call: S.Call, scope: dict, path: str) -> NodeRef:
+    args = el.bind_args(call, {"a": REQUIRED, "b": REQUIRED}, scope, path)
+    return el.spike_sum([args["a"], args["b"]], call, path)
+
+
+GRAPH_BUILTINS: dict[str, Callable] = {
+    "image": _input("static"),
+    "events": _input("events"),
+    "avgpool": _pool,
+    "global_avgpool": _global_pool,
+    "flatten": _flatten,
+    "readout": _readout,
+    "add": _add,
+}
+
+
+# What each word means, as `eidsl describe`, the docs and editors show it. Equations use the paper's
+# symbols (docs/science.md §1.2); tests/lang/test_builtins.py checks that no word goes undocumented.
+WORDS: dict[str, str] = {
+    # population models
+    "lif": "leaky integrate-and-fire neurons: v <- v(1 - 1/tau) + I, spike s = [v >= theta], soft or hard reset; "
+           "surrogate gradient of the given shape and sharpness alpha",
+    "relu": "rate neurons s = max(0, I): the paper's fast-spiking interneurons",
+    "current": "no nonlinearity: the population passes its integrated current on (readouts, classifiers)",
+    # projection kinds
+    "dense": "x -> P: a full weight matrix W (n_P x fan-in) applied at every time step; W_EE or W_IE in an E-I layer",
+    "conv": "x -> P: a k x k convolution with stride and padding, no bias unless bias = true",
+    "inhibit": "I -| E: W_EI s_I subtracted (sub) and/or W_EI (g_I s_I) dividing (div) the excitatory current; "
+               "I_int = g_E (I_EE - I_sub) / stabilise(I_div) + b_E",
+    # init rules
+    "ei_balanced": "E-I Init: exponential weights at the data-dependent balanced scale sigma_w (Eq. 53)",
+    "gain_control": "E-I Init: the interneurons' gain g_I from the first batch's statistics (Eq. 54)",
+    "default": "PyTorch's default for the layer type (Kaiming-uniform with a = sqrt(5))",
+    "abs_default": "|default|: PyTorch's default made non-negative for Dale-constrained weights",
+    "kaiming": "Kaiming-normal in fan-out mode: N(0, 2 / fan_out)",
+    "zeros": "all zeros",
+    "ones": "all ones",
+    "uniform": "uniform(low, high): weights drawn uniformly from [low, high)",
+    "normal": "normal(mean, std): weights drawn from a normal distribution",
+    "constant": "constant(value): every entry the same value",
+    # functions over values
+    "min": "min(a, b): the smaller number",
+    "max": "max(a, b): the larger number",
+    "abs": "abs(x): the absolute value",
+    "int": "int(x): x truncated towards zero",
+    "floor": "floor(x): the largest whole number <= x",
+    "ceil": "ceil(x): the smallest whole number >= x",
+    "sqrt": "sqrt(x): the square root of a number >= 0",
+    "len": "len(x): the length of a list, dictionary or string",
+    "range": "range(start, stop, step): a list of whole numbers, as Python's",
+    # graph builders
+    "image": "image(shape, T): a static input shown at every one of T time steps (direct encoding)",
+    "events": "events(shape, T): an event-camera input already framed into T time steps",
+    "avgpool": "avgpool(x, k, stride): average pooling over k x k windows",
+    "global_avgpool": "global_avgpool(x): the mean over all positions of each channel",
+    "flatten": "flatten(x): (C, H, W) -> C*H*W features",
+    "readout": "readout(x): the mean of x over the T time steps; the network's logits",
+    "add": "add(a, b): the spike sum of two layers of the same shape (residual connections)",
+}

@@ -1,0 +1,144 @@
+"""The values a spec computes with, and the limits on how much it may compute.
+
+Numbers, strings, lists and dictionaries are Python's; bare words are `Sym`, layers are `NodeRef`,
+motif instances `Instance`, init rules `InitValue`. Everything here is shared by the interpreter
+(elaborate.py) and the vocabulary (builtins.py).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+from eidsl import ir
+
+MAX_NODES = 100_000
+MAX_STEPS = 1_000_000
+MAX_LIST = 1_000_000
+MAX_DEPTH = 64
+MAX_STRING = 10_000
+MAX_ERRORS = 20
+
+class Sym(str):
+    """A bare word such as ``ei_balanced``: compares equal to the string of the same text."""
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    name: str
+
+
+@dataclass
+class Instance:
+    """A motif instance: its return value, and its locals reachable as ``inst.E``."""
+    motif: str
+    path: str
+    scope: dict[str, Any]
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class InitValue:
+    init: ir.Init
+
+
+class Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED = Required()
+
+
+class Quotient(float):
+    """The float result of `a / b`, remembering its operands so a size error can show the division."""
+
+    def __new__(cls, value: float, a, b):
+        self = super().__new__(cls, value)
+        self.operands = (a, b)
+        return self
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_node(v) -> bool:
+    return isinstance(v, (NodeRef, Instance))
+
+
+COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def arith(op: str, a, b):
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        # Exact division stays an integer so sizes like n / ratio are whole when they should be.
+        if is_int(a) and is_int(b) and b != 0 and a % b == 0:
+            return a // b
+        return Quotient(a / b, a, b)
+    if op == "//":
+        return a // b
+    if op == "%":
+        return a % b
+    if op == "**":
+        if is_int(a) and is_int(b) and abs(a) > 1 and b > 64:
+            raise OverflowError   # before Python builds the huge integer
+        return a ** b
+    raise ValueError(op)
+
+
+def op_hint(op: str, left, right) -> str | None:
+    if op == "+" and (is_node(left) or is_node(right)):
+        return "`a + b` of two layers is a residual (spike) sum; both sides must be layers"
+    if isinstance(left, list) and op == "*":
+        return "repeat a list with a whole number: [64] * 3"
+    return None
+
+
+def kind_of(v) -> str:
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, (int, float)):
+        return f"the number {v:g}" if isinstance(v, float) else f"the number {v}"
+    if isinstance(v, Sym):
+        return f"the word '{v}'"
+    if isinstance(v, str):
+        return f'the string "{v}"'
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a dictionary"
+    if isinstance(v, NodeRef):
+        return f"the layer '{v.name}'"
+    if isinstance(v, Instance):
+        return f"the motif instance '{v.path}'"
+    if isinstance(v, InitValue):
+        return "an init rule"
+    return type(v).__name__
+
+
+def show(v) -> str:
+    return f'"{v}"' if isinstance(v, str) and not isinstance(v, Sym) else str(v)
+
+
+def plain(v):
+    """Parameters as JSON-friendly values."""
+    if isinstance(v, Sym):
+        return str(v)
+    if isinstance(v, dict):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, (NodeRef, Instance, InitValue)):
+        return repr(v)
+    return v

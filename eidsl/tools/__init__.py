@@ -1,0 +1,1 @@
+"""Tools around specs and runs: formatter, highlighting, drawings, summaries, plots, schema."""

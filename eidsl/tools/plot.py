@@ -1,0 +1,130 @@
+"""PNG figures of a run: learning curves, firing rates per layer, current and weight histograms."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from eidsl.train import metrics
+from eidsl.errors import EidslError
+
+QUANTITIES = ("I_EE", "I_sub", "I_div", "I_int", "W_EE", "W_IE", "W_EI", "g_I")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
+    run = Path(run)
+    records = metrics.read(run / "metrics.jsonl")
+    if not records:
+        raise EidslError(f"{run}: no finished epoch to plot (metrics.jsonl is missing or empty)")
+    out = Path(out) if out is not None else run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [curves(records, out / "curves.png"), firing_rates(records, out / "firing_rates.png")]
+    paths += histograms(run / "hist", out)
+    return paths
+
+
+def curves(records: list[dict], path: Path) -> Path:
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+    epochs = [r["epoch"] for r in records]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split in ("train", "test"):
+        points = [(r["epoch"], r[f"{split}_loss"], r[f"{split}_accuracy"]) for r in records
+                  if f"{split}_loss" in r]
+        if points:
+            e, loss, acc = zip(*points)
+            loss_ax.plot(e, loss, marker=".", label=split)
+            acc_ax.plot(e, 100 * np.asarray(acc), marker=".", label=split)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def firing_rates(records: list[dict], path: Path) -> Path:
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    layers = list(records[-1].get("firing_rates") or {})
+    for layer in layers:
+        e = [r["epoch"] for r in records if layer in (r.get("firing_rates") or {})]
+        ax.plot(e, [r["firing_rates"][layer] for r in records if layer in (r.get("firing_rates") or {})],
+                marker=".", label=layer)
+    ax.set(xlabel="epoch", ylabel="firing rate (spikes per neuron per step)", title="firing rates (train)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if layers:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def read_histograms(folder: Path) -> dict[int, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """{epoch: {layer: {quantity: (counts, edges)}}} from hist/epoch_K.npz files."""
+    found: dict[int, dict] = {}
+    for file in sorted(folder.glob("epoch_*.npz")):
+        match = re.fullmatch(r"epoch_(\d+)\.npz", file.name)
+        if not match:
+            continue
+        layers: dict[str, dict] = {}
+        with np.load(file, allow_pickle=False) as data:
+            for key in data.files:
+                layer, quantity, part = key.rsplit("|", 2)
+                if part == "counts":
+                    layers.setdefault(layer, {})[quantity] = (data[key], data[f"{layer}|{quantity}|edges"])
+        found[int(match.group(1))] = layers
+    return found
+
+
+def histograms(folder: Path, out: Path) -> list[Path]:
+    """One figure per layer: a panel per quantity, one line per recorded epoch."""
+    plt = _pyplot()
+    by_epoch = read_histograms(folder)
+    if not by_epoch:
+        return []
+    epochs = sorted(by_epoch)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(epochs)))
+    layers = list(dict.fromkeys(layer for e in epochs for layer in by_epoch[e]))
+    paths = []
+    for layer in layers:
+        present = [q for q in QUANTITIES if any(q in by_epoch[e].get(layer, {}) for e in epochs)]
+        cols = min(4, len(present))
+        rows = -(-len(present) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+        for ax, quantity in zip(axes.flat, present):
+            for epoch, colour in zip(epochs, colours):
+                if quantity in by_epoch[epoch].get(layer, {}):
+                    counts, edges = by_epoch[epoch][layer][quantity]
+                    density = counts / max(counts.sum(), 1) / np.diff(edges)
+                    ax.stairs(density, edges, color=colour, label=f"epoch {epoch}")
+            ax.set_title(quantity)
+            ax.set_yscale("log" if quantity.startswith(("W", "g")) else "linear")
+        for ax in list(axes.flat)[len(present):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize="x-small")
+        fig.suptitle(f"{layer}: currents and weights over training")
+        paths.append(_save(fig, out / f"hist_{_file_name(layer)}.png"))
+    return paths
+
+
+def _file_name(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", layer)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
