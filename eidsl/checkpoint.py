@@ -8,9 +8,15 @@ scheduler, optimiser hyper-parameters, the graph) is JSON in the metadata.
 Writes are atomic: the bytes go to a temporary file in the same folder, are
 fsync'd, then renamed over the target, so a process killed mid-save leaves the
 previous checkpoint intact.
+
+Each file records a SHA-256 of its weights (and one of its training state) in the
+metadata; `load` recomputes them and refuses a file whose bytes changed after it was
+written. A file from before the checksums loads with `verified = False`, and its
+weights must at least be finite.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -27,6 +33,7 @@ from .errors import EidslError
 
 FORMAT = "eidsl-checkpoint/1"
 STATE = "train_state/"
+WEIGHTS_SUM, STATE_SUM = "weights_sha256", "state_sha256"
 
 
 class CheckpointError(EidslError):
@@ -50,6 +57,7 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     state: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    verified: bool = True     # False: written before checksums, so only the finiteness of the weights was checked
 
 
 # ---------------------------------------------------------------- atomic files
@@ -139,14 +147,44 @@ def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # ---------------------------------------------------------------- save / load
 
 
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of names, dtypes, shapes and bytes, in name order: the same for a file and its reload."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def save(path: str | Path, weights: dict[str, torch.Tensor], state: dict[str, Any] | None = None,
          meta: dict[str, Any] | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     extra: dict[str, torch.Tensor] = {}
-    metadata = {"format": FORMAT, "meta": json.dumps(meta or {})}
+    metadata = {"format": FORMAT, "meta": json.dumps(meta or {}), WEIGHTS_SUM: digest(tensors)}
     if state is not None:
         metadata["state"] = json.dumps(_split(state, extra))
+        metadata[STATE_SUM] = digest(extra)
     atomic_write(path, _to_bytes({**tensors, **extra}, metadata=metadata))
+
+
+def _verify(path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor], with_state: bool) -> bool:
+    """Refuse tensors whose bytes are not those written; True when a checksum vouched for them."""
+    weights = {k: v for k, v in tensors.items() if not k.startswith(STATE)}
+    if WEIGHTS_SUM not in metadata:
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{path}: weight {bad[0]} holds inf or NaN (and the file, written before "
+                                  "checksums, cannot say whether it was damaged); refusing it")
+        return False
+    if digest(weights) != metadata[WEIGHTS_SUM]:
+        raise CheckpointError(f"{path}: the weights do not match the checksum recorded when the file was written "
+                              "(the file was damaged or edited since); refusing it")
+    if with_state and STATE_SUM in metadata:
+        if digest({k: v for k, v in tensors.items() if k.startswith(STATE)}) != metadata[STATE_SUM]:
+            raise CheckpointError(f"{path}: the training state does not match the checksum recorded when the file "
+                                  "was written (the file was damaged or edited since); refusing it")
+    return True
 
 
 def load(path: str | Path, with_state: bool = True) -> Checkpoint:
@@ -164,9 +202,47 @@ def load(path: str | Path, with_state: bool = True) -> Checkpoint:
         raise
     except Exception as exc:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    verified = _verify(path, metadata, tensors, with_state)
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATE)}
     state = _join(json.loads(metadata["state"]), tensors) if with_state and "state" in metadata else None
-    return Checkpoint(weights, state, json.loads(metadata.get("meta", "{}")))
+    return Checkpoint(weights, state, json.loads(metadata.get("meta", "{}")), verified)
+
+
+def header(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata, JSON decoded, without reading its tensors."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        return {"meta": json.loads(metadata.get("meta", "{}")), "state": json.loads(metadata.get("state", "null"))}
+    except Exception as exc:  # safetensors raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+
+
+# The run writes last.safetensors (which records the best epoch) before best.safetensors: a crash
+# or full disk between the two leaves best.safetensors one improvement behind. The window is
+# recognisable and harmless: last.safetensors then sits at the start of the recorded best epoch,
+# so its weights are the best weights. Readers take them from there; `resume` rewrites best.
+LAST, BEST = "last.safetensors", "best.safetensors"
+
+
+def best_weights(folder: str | Path) -> tuple[Path, bool]:
+    """(the file holding the weights of the run's recorded best epoch, whether best.safetensors is behind)."""
+    folder = Path(folder)
+    last, best = folder / LAST, folder / BEST
+    if not last.is_file():
+        return best, False
+    head = header(last)
+    claim = (head["state"] or {}).get("best") or {}
+    epoch = claim.get("epoch", 0)
+    if not epoch:
+        return best, False
+    held = header(best)["meta"].get("epoch") if best.is_file() else None
+    if held == epoch:
+        return best, False
+    if (head["meta"].get("epoch"), head["meta"].get("batch")) == (epoch, 0):
+        return last, True
+    raise CheckpointError(f"{best}: holds epoch {held}'s weights, but the run's last checkpoint records its best as "
+                          f"epoch {epoch} ({100 * claim.get('accuracy', 0):.2f}%) and no longer holds them")
 
 
 def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -185,6 +185,15 @@ class Trainer:
         self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
         if self.world.main:
             metrics.truncate(self.run / "metrics.jsonl", self.epoch)
+            self._settle_best(c)
+
+    def _settle_best(self, last: ckpt.Checkpoint) -> None:
+        """Rewrite best.safetensors when a crash came between the two writes of an improved epoch."""
+        _, behind = ckpt.best_weights(self.checkpoints)
+        if behind:
+            ckpt.save(self.checkpoints / BEST, last.weights, None, {**last.meta, "test_accuracy": self.best["accuracy"]})
+            self.log(f"rewrote {self.checkpoints / BEST} from the last checkpoint: the run had stopped before "
+                     f"writing epoch {self.best['epoch']}'s best weights")
 
     def save(self) -> Path:
         """Write last.safetensors: weights and everything needed to continue from this exact batch."""

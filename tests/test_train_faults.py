@@ -296,3 +296,56 @@ def test_nonfinite_names_the_current_where_it_first_appears(tmp_path, parameter,
     message = str(err.value)
     assert first in message and f"non-finite parameters: {parameter};" in message, message
     assert err.value.exit_code == 4 and "\n" not in message
+
+
+# ---------------------------------------------------------------- a crash between the two checkpoint writes
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing of the trainer's error handling runs."""
+
+
+def _kill_before_save(n, monkeypatch):
+    calls, real = [], ckpt.save
+
+    def save(path, *args, **kwargs):
+        calls.append(os.path.basename(path))
+        if len(calls) == n:
+            raise _Killed
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save", save)
+    return calls
+
+
+def _claimed_best(run):
+    return ckpt.header(run / LAST)["state"]["best"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_a_crash_before_any_checkpoint_write_leaves_claims_and_files_agreeing(tmp_path, monkeypatch, n):
+    """Issue 23.2: last.safetensors records a new best before best.safetensors is written; a kill
+    between the two used to leave `eval --best` on the previous best weights. Two epochs, each
+    improving, make four writes (last, best, last, best); the run is killed before the nth."""
+    from eidsl.evaluate import evaluate_checkpoint
+    run = tmp_path / "run"
+    calls = _kill_before_save(n, monkeypatch)
+    trainer = tiny_trainer(run, {"epochs": 2})
+    trainer.start()
+    with pytest.raises(_Killed):
+        trainer.fit()
+    assert calls == ["last.safetensors", "best.safetensors", "last.safetensors", "best.safetensors"][:n]
+    monkeypatch.undo()
+    if n == 1:      # nothing saved, nothing claimed
+        assert not (run / LAST).exists() and not (run / "checkpoints" / "best.safetensors").exists()
+        return
+    claim = _claimed_best(run)
+    assert claim["epoch"] == {2: 1, 3: 1, 4: 2}[n]
+    assert evaluate_checkpoint(run, best=True)["accuracy"] == claim["accuracy"]
+
+    resumed = tiny_trainer(run, {"epochs": 2})
+    resumed.resume()
+    summary = resumed.fit()
+    assert summary["best_epoch"] == 2 and _claimed_best(run)["epoch"] == 2
+    assert ckpt.best_weights(run / "checkpoints") == (run / "checkpoints" / "best.safetensors", False)
+    result = evaluate_checkpoint(run, best=True)
+    assert result["accuracy"] == summary["best_accuracy"] and result["notes"] == []
