@@ -250,7 +250,7 @@ def eval_command(
     result = evaluate_checkpoint(target, data=data, data_dir=data_dir, batch_size=batch_size, device=device,
                                  best=best)
     for note in result["notes"]:
-        out.print(f"note: {note}", markup=False, highlight=False)
+        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"test accuracy: {100 * result['accuracy']:.2f}%", markup=False, highlight=False)
 
 

@@ -2,6 +2,7 @@
 checkpoints, unreadable data, a full disk, non-finite currents. Each error is one line
 saying what and where, exits non-zero, and leaves every file saved before untouched."""
 import errno
+import json
 import math
 import os
 import shutil
@@ -349,3 +350,59 @@ def test_a_crash_before_any_checkpoint_write_leaves_claims_and_files_agreeing(tm
     assert ckpt.best_weights(run / "checkpoints") == (run / "checkpoints" / "best.safetensors", False)
     result = evaluate_checkpoint(run, best=True)
     assert result["accuracy"] == summary["best_accuracy"] and result["notes"] == []
+
+
+# ---------------------------------------------------------------- damaged weights inside the data bytes
+
+def _overwrite_tensor(path, prefix, value):
+    """Write `value` over every float32 of the first tensor whose name starts with `prefix`, in place."""
+    data = bytearray(path.read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    head = json.loads(data[8:8 + n])
+    name = next(k for k in sorted(head) if k.startswith(prefix) and head[k]["dtype"] == "F32")
+    start, end = (8 + n + o for o in head[name]["data_offsets"])
+    data[start:end] = struct.pack("<f", value) * ((end - start) // 4)
+    path.write_bytes(bytes(data))
+    return name
+
+
+def _without_checksums(path):
+    """The same file as eidsl wrote it before checkpoints carried checksums."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(path), {k: v for k, v in metadata.items() if not k.endswith("_sha256")})
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e30, 0.0])
+def test_weights_damaged_inside_the_data_are_refused(run_copy, value):
+    """Issue 23.8: weights overwritten inside the data bytes used to evaluate with exit 0."""
+    best = run_copy / "checkpoints" / "best.safetensors"
+    for path in (run_copy / LAST, best):
+        _overwrite_tensor(path, "layer", value)
+    before = _snapshot(run_copy)
+    for args, path in ((("eval", run_copy), run_copy / LAST), (("eval", run_copy, "--best"), best),
+                       (("train", "--resume", run_copy), run_copy / LAST)):
+        code, output = cli(*args)
+        assert code == 2, output
+        assert _error_line(output) == (f"error: {path}: the weights do not match the checksum recorded when the file "
+                                       "was written (the file was damaged or edited since); refusing it")
+    assert _snapshot(run_copy) == before
+
+
+def test_damaged_training_state_is_refused_on_resume(run_copy):
+    _overwrite_tensor(run_copy / LAST, "train_state/", 1e30)
+    code, output = cli("train", "--resume", run_copy)
+    assert code == 2 and "the training state does not match the checksum" in _error_line(output), output
+    assert cli("eval", run_copy)[0] == 0        # the weights themselves are intact
+
+
+def test_checkpoints_from_before_checksums_load_with_a_note_and_finite_weights(run_copy):
+    _without_checksums(run_copy / LAST)
+    code, output = cli("eval", run_copy)
+    assert code == 0, output
+    assert "was written before checkpoints carried a checksum" in output and "test accuracy: " in output
+    name = _overwrite_tensor(run_copy / LAST, "layer", float("nan"))
+    code, output = cli("eval", run_copy)
+    assert code == 2 and f"weight {name} holds inf or NaN" in _error_line(output), output
