@@ -57,6 +57,7 @@ def train(
 
 
 def _train(resume, options, source, sets, include, out_dir, config) -> None:
+    from . import distributed
     from .train import Interrupted, NonFiniteError
     if resume is not None:
         trainer = _resumed(resume, options, source, sets, out_dir, config)
@@ -77,6 +78,15 @@ def _train(resume, options, source, sets, include, out_dir, config) -> None:
     except RuntimeError as exc:
         if not trainer.world.distributed:
             raise
+        world = trainer.world
+        if distributed.is_timeout(exc):
+            others = ", ".join(str(r) for r in range(world.size) if r != world.rank)
+            err.print(f"error: rank {world.rank} of {world.size} waited {distributed.collective_timeout():g} s for "
+                      f"rank(s) {others} in a collective and gave up: one of them is stopped or hung "
+                      f"({distributed.TIMEOUT_ENV} sets the wait); the last checkpoint, "
+                      f"{trainer.checkpoints / 'last.safetensors'}, is kept",
+                      markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
         # Mostly a collective that lost its peers because another process died; that one says why.
         text = " ".join(str(exc).split())
         err.print(f"error: rank {trainer.world.rank} stopped: {type(exc).__name__}: {text[:300]} (if another "

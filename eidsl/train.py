@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from compiler.allocator import keep_freed_memory
 
 from . import checkpoint as ckpt
-from . import distributed, ir, metrics, probe
+from . import distributed, ir, metrics, probe, runlock
 from .api import build_graph, compile_network, ei_init, optimizer as make_optimizer
 from .config import ConfigError, TrainConfig
 from .errors import EidslError
@@ -47,6 +47,10 @@ __all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "Traini
 
 HIST_SAMPLES = 256
 DATA_DEPENDENT_INITS = ("ei_balanced", "gain_control")
+
+
+class RunInUse(EidslError):
+    """Another process trains in the run folder."""
 
 
 class NonFiniteError(EidslError):
@@ -134,6 +138,7 @@ class Trainer:
         self._in_epoch = False
         self._mutating = False
         self._stop = False
+        self._lock_fd = None
 
     # ---------------------------------------------------------------- run folder
 
@@ -141,8 +146,25 @@ class Trainer:
     def checkpoints(self) -> Path:
         return self.run / "checkpoints"
 
+    def _lock(self) -> None:
+        """Hold the run folder against a second writer (a concurrent --resume, the same --out twice)."""
+        why = None
+        if self.world.main and self._lock_fd is None:
+            try:
+                self._lock_fd, why = runlock.acquire(self.run)
+            except OSError as exc:
+                why = f"cannot lock the run folder {self.run}: {exc.strerror or exc}"
+        why = self.world.broadcast(why)
+        if why:
+            raise RunInUse(why)
+
+    def _unlock(self) -> None:
+        runlock.release(self._lock_fd)
+        self._lock_fd = None
+
     def start(self) -> None:
         """Create the run folder of a fresh run."""
+        self._lock()
         if (self.run / "config.json").exists():
             raise EidslError(f"{self.run} already holds a run; continue it with `eidsl train --resume {self.run}` "
                              "or choose another --out")
@@ -171,6 +193,9 @@ class Trainer:
     def resume(self) -> None:
         """Restore the state saved in the run folder's last checkpoint."""
         path = self.checkpoints / LAST
+        if not path.is_file():
+            raise ckpt.CheckpointError(f"{path}: no such checkpoint")
+        self._lock()
         c = ckpt.load(path)
         ckpt.check_network(c.meta, self.graph.to_json(), path, f"the run {self.run} trains")
         ckpt.load_weights(self.net, c.weights, path)
@@ -224,6 +249,7 @@ class Trainer:
         except KeyboardInterrupt:
             raise self._interrupted() from None
         finally:
+            self._unlock()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             if self.writer is not None:
