@@ -165,6 +165,13 @@ class Trainer:
     def start(self) -> None:
         """Create the run folder of a fresh run."""
         self._lock()
+        try:
+            self._start()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _start(self) -> None:
         if (self.run / "config.json").exists():
             raise EidslError(f"{self.run} already holds a run; continue it with `eidsl train --resume {self.run}` "
                              "or choose another --out")
@@ -196,6 +203,13 @@ class Trainer:
         if not path.is_file():
             raise ckpt.CheckpointError(f"{path}: no such checkpoint")
         self._lock()
+        try:
+            self._resume(path)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _resume(self, path: Path) -> None:
         c = ckpt.load(path)
         ckpt.check_network(c.meta, self.graph.to_json(), path, f"the run {self.run} trains")
         ckpt.load_weights(self.net, c.weights, path)
@@ -214,7 +228,11 @@ class Trainer:
 
     def _settle_best(self, last: ckpt.Checkpoint) -> None:
         """Rewrite best.safetensors when a crash came between the two writes of an improved epoch."""
-        _, behind = ckpt.best_weights(self.checkpoints)
+        try:
+            _, behind = ckpt.best_weights(self.checkpoints)
+        except ckpt.CheckpointError as exc:   # the best weights are lost; training on is still right
+            self.log(f"warning: {exc}; `eval --best` refuses the run until an epoch improves on the record")
+            return
         if behind:
             ckpt.save(self.checkpoints / BEST, last.weights, None, {**last.meta, "test_accuracy": self.best["accuracy"]})
             self.log(f"rewrote {self.checkpoints / BEST} from the last checkpoint: the run had stopped before "

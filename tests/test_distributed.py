@@ -202,6 +202,7 @@ def test_a_worker_ends_when_its_launcher_is_killed(tmp_path):
 
 
 def test_a_second_writer_in_a_run_folder_is_refused(tmp_path):
+    from eidsl.errors import EidslError
     from eidsl.train import RunInUse
     from test_train import tiny_trainer
     run = tmp_path / "run"
@@ -212,6 +213,9 @@ def test_a_second_writer_in_a_run_folder_is_refused(tmp_path):
     with pytest.raises(RunInUse, match=rf"{run} is in use by another training process \(pid {os.getpid()}\)"):
         second.resume()
     first.fit()                              # the lock goes with the run that held it
+    third = tiny_trainer(run, {"epochs": 1})
+    with pytest.raises(EidslError, match="already holds a run"):
+        third.start()                        # a refused start lets go of the lock too
     second.resume()
     assert second.epoch == 1
 

@@ -406,3 +406,22 @@ def test_checkpoints_from_before_checksums_load_with_a_note_and_finite_weights(r
     name = _overwrite_tensor(run_copy / LAST, "layer", float("nan"))
     code, output = cli("eval", run_copy)
     assert code == 2 and f"weight {name} holds inf or NaN" in _error_line(output), output
+
+
+def test_best_weights_names_the_file_that_holds_the_claimed_best(tmp_path):
+    w = {"w": torch.ones(2)}
+
+    def files(last_at, best_epoch):
+        ckpt.save(tmp_path / "last.safetensors", w, {"best": {"epoch": 1, "accuracy": 0.5}},
+                  {"epoch": last_at[0], "batch": last_at[1]})
+        (tmp_path / "best.safetensors").unlink(missing_ok=True)
+        if best_epoch is not None:
+            ckpt.save(tmp_path / "best.safetensors", w, None, {"epoch": best_epoch, "batch": 0})
+        return ckpt.best_weights(tmp_path)
+
+    assert files((3, 0), 1) == (tmp_path / "best.safetensors", False)
+    assert files((1, 0), None) == (tmp_path / "last.safetensors", True)     # killed before the first best
+    assert files((1, 0), 0) == (tmp_path / "last.safetensors", True)
+    for last_at, best_epoch in (((3, 0), 2), ((1, 5), None)):
+        with pytest.raises(ckpt.CheckpointError, match="records its best as epoch 1 \\(50.00%\\) and no longer"):
+            files(last_at, best_epoch)
