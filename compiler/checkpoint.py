@@ -87,13 +87,15 @@ def load_state(model: nn.Module, state_dict: dict) -> None:
 def save_state(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """The model's state dict as safetensors, written atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
+    from eidsl.checkpoint import WEIGHTS_SUM, digest
     path = Path(path)
     state = {k: v.detach().contiguous().clone() for k, v in _inner(model).state_dict().items()}
+    metadata = {**(metadata or {}), WEIGHTS_SUM: digest(state)}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata=metadata or {})
+        save_file(state, tmp, metadata=metadata)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
@@ -108,11 +110,18 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors import safe_open
+
+        from eidsl.checkpoint import WEIGHTS_SUM, digest
         try:
-            return load_file(str(path))
+            with safe_open(str(path), "pt") as f:
+                state, recorded = {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {}).get(WEIGHTS_SUM)
         except Exception as exc:  # safetensors raises several types for damaged files
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        if recorded is not None and digest(state) != recorded:
+            raise CheckpointError(f"{path}: the weights do not match the checksum recorded when the file was "
+                                  "written (the file was damaged or edited since); refusing it")
+        return state
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
