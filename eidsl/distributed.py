@@ -149,7 +149,10 @@ def _die_with_launcher(rank: int) -> None:
     """End this worker when the process that started it dies (kill -9 of `eidsl train --nproc`):
     Linux's parent-death signal, and a watchdog polling the parent for other systems and for
     the case where the launcher's spawning thread, not the process, ended."""
-    launcher = int(os.environ.get(LAUNCHER_ENV, "0") or 0) or os.getppid()
+    launcher = parent = os.getppid()
+    started_by = os.environ.get(LAUNCHER_ENV, "")
+    if started_by.isdigit() and int(started_by) != parent and not _alive(int(started_by)):
+        launcher = int(started_by)     # `--nproc` died before this worker got here: the watchdog ends it at once
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -159,7 +162,7 @@ def _die_with_launcher(rank: int) -> None:
 
     def watch():
         while True:
-            if os.getppid() != launcher:
+            if os.getppid() != launcher or launcher != parent:
                 sys.stderr.write(f"error: rank {rank}: the launcher (pid {launcher}) is gone; stopping "
                                  "(the last checkpoint is kept)\n")
                 sys.stderr.flush()
@@ -167,6 +170,16 @@ def _die_with_launcher(rank: int) -> None:
             time.sleep(1.0)
 
     threading.Thread(target=watch, name="eidsl-launcher-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:       # exists, owned by someone else
+        return True
+    return True
 
 
 def leave() -> None:

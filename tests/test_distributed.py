@@ -313,3 +313,14 @@ def test_an_error_every_rank_meets_is_printed_once(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.count("has 10 classes but network 'a' outputs (7,)") == 1, done.stderr
+
+
+def test_a_worker_whose_launcher_died_before_it_started_ends_at_once(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    code = "import time\nfrom eidsl import distributed\ndistributed._die_with_launcher(3)\ntime.sleep(60)\n"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**_env(), distributed.LAUNCHER_ENV: str(gone.pid)})
+    assert done.returncode == 1 and time.monotonic() - started < 30
+    assert f"error: rank 3: the launcher (pid {gone.pid}) is gone; stopping" in done.stderr
