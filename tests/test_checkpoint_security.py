@@ -2,6 +2,7 @@
 import ast
 import os
 import pickle
+import struct
 
 import pytest
 import torch
@@ -116,3 +117,16 @@ def test_every_torch_load_in_the_package_is_weights_only():
             if not safe:
                 offenders.append(f"{file.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_an_imported_state_dict_carries_a_checksum_that_read_state_verifies(tmp_path):
+    from eidsl.train.checkpoint import CheckpointError as StateError
+    from eidsl.train.checkpoint import read_state, save_state
+    net = torch.nn.Linear(3, 2)
+    path = save_state(net, tmp_path / "model.safetensors", {"format": "eidsl-state/1"})
+    assert torch.equal(read_state(path)["weight"], net.weight.detach())
+    data = bytearray(path.read_bytes())
+    data[-4:] = struct.pack("<f", float("nan"))           # the last float of the data bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateError, match="do not match the checksum recorded"):
+        read_state(path)

@@ -166,3 +166,30 @@ def test_generated_loops_equal_the_interpreter(tmp_path, monkeypatch, name):
     b.sum().backward()
     for (n, p), q in zip(eager.named_parameters(), generated.parameters()):
         assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad), n
+
+
+HOSTILE_SET = 'family="ei" # """; __import__("pathlib").Path("PWNED_SET").touch(); """'
+
+
+@pytest.mark.parametrize("tail", ["", " \u2028\x0c\r"], ids=["newline", "separators"])
+def test_hostile_paths_and_sets_stay_inert_in_the_generated_module(tmp_path, monkeypatch, tail):
+    """Issue 23.1: --set text, a spec name with `\"\"\"` and a folder name with a newline used to be
+    written into model.py verbatim; importing the module or running forward then ran user code."""
+    folder = tmp_path / ('a\nimport pathlib; pathlib.Path("PWNED_DIR").touch()\nb' + tail)
+    folder.mkdir()
+    spec = folder / ('x"""; __import__("pathlib").Path("PWNED_NAME").touch(); """' + ("\\" if tail else "") + ".ei")
+    spec.write_text((SPECS / "mlp.ei").read_text())
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["compile", str(spec), "--set", "depth=2", "--set", HOSTILE_SET, "-q",
+                                 "-o", str(tmp_path / "B")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    source = (tmp_path / "B" / "model.py").read_text()
+    module = import_generated(tmp_path / "B" / "model.py")
+    module.Model()(torch.rand(2, 1, 28, 28))
+    assert not list(tmp_path.glob("PWNED*")), "generated code ran user text"
+    # The provenance is still there, as an escaped literal that reads back exactly.
+    assert str(spec) in module.__doc__ and HOSTILE_SET in module.__doc__
+    tree = ast.parse(source)
+    calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+             for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert not calls & {"touch", "__import__", "system", "exec", "eval"}, calls

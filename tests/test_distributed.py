@@ -161,3 +161,166 @@ def test_the_relaunch_repeats_exactly_what_was_given(monkeypatch):
     assert seen == {"nproc": 3, "args": ["eidsl.cli", "train", str(SPECS / "mlp.ei"), "--data", "digits",
                                          "--epochs", "2", "--set", "depth=2", "--set", "input=[1,8,8]",
                                          "--no-compile"]}
+
+
+# ---------------------------------------------------------------- hostile: dead launcher, second writer, stalls
+
+import signal
+import time
+from pathlib import Path
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_ends_when_its_launcher_is_killed(tmp_path):
+    """Issue 23.3: killing `eidsl train --nproc` used to leave its workers training to the end."""
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time\\nfrom eidsl.train import distributed\\n"
+              "distributed._die_with_launcher(1)\\nprint(\"ready\", flush=True)\\ntime.sleep(120)'], "
+              "stdout=subprocess.PIPE)\n"
+              "assert child.stdout.readline().strip() == b'ready'\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env(), stdout=subprocess.PIPE)
+    try:
+        worker = int(launcher.stdout.readline())
+        assert _alive(worker)
+        launcher.kill()
+        launcher.wait(10)
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived its launcher by 30 s"
+    finally:
+        launcher.kill()
+
+
+def test_a_second_writer_in_a_run_folder_is_refused(tmp_path):
+    from eidsl.errors import EidslError
+    from eidsl.train.trainer import RunInUse
+    from test_train import tiny_trainer
+    run = tmp_path / "run"
+    first = tiny_trainer(run, {"epochs": 1})
+    first.start()
+    first.save()
+    second = tiny_trainer(run, {"epochs": 1})
+    with pytest.raises(RunInUse, match=rf"{run} is in use by another training process \(pid {os.getpid()}\)"):
+        second.resume()
+    first.fit()                              # the lock goes with the run that held it
+    third = tiny_trainer(run, {"epochs": 1})
+    with pytest.raises(EidslError, match="already holds a run"):
+        third.start()                        # a refused start lets go of the lock too
+    second.resume()
+    assert second.epoch == 1
+
+
+def test_collective_timeout_setting(monkeypatch):
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "2.5")
+    assert distributed.collective_timeout() == 2.5
+    for bad in ("0", "-1", "inf", "soon"):
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
+        with pytest.raises(distributed.DistributedError, match="the collective timeout must be a number"):
+            distributed.collective_timeout()
+
+
+def _nproc_train(run, *extra, env=None):
+    cmd = [sys.executable, "-m", "eidsl", "train", str(SPECS / "mlp.ei"), *TINY_ARGS, "--data", "digits",
+           "--threads", "1", "--nproc", "2", "--out", str(run), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**_env(), **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _workers(pid):
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def _wait_for_an_epoch(run, proc, limit=240):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().strip():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch finished (exit {proc.poll()})")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_the_nproc_launcher_ends_both_workers_and_frees_the_folder(tmp_path):
+    run = tmp_path / "run"
+    proc = _nproc_train(run, "--epochs", "500")
+    try:
+        _wait_for_an_epoch(run, proc)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_alive, workers)), "workers outlived the launcher by 30 s"
+    finally:
+        proc.kill()
+        for pid in _workers(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGSTOP and /proc")
+def test_a_stopped_rank_ends_the_run_with_an_error_naming_it(tmp_path):
+    run = tmp_path / "run"
+    proc = _nproc_train(run, "--epochs", "500", env={distributed.TIMEOUT_ENV: "5"})
+    workers = []
+    try:
+        _wait_for_an_epoch(run, proc)
+        workers = sorted(_workers(proc.pid))
+        rank_1 = next(p for p in workers if "RANK=1\0" in Path(f"/proc/{p}/environ").read_text())
+        os.kill(rank_1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        output, _ = proc.communicate(timeout=120)
+        assert time.monotonic() - stopped < 90
+        assert proc.returncode != 0
+        assert "error: rank 0 of 2 waited 5 s for rank(s) 1 in a collective and gave up" in output, output
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGCONT)
+        proc.kill()
+
+
+@pytest.mark.slow
+def test_an_error_every_rank_meets_is_printed_once(tmp_path):
+    """Issue 23.9: under --nproc 2 an error found after the launch (here the data's classes) came
+    once per rank."""
+    spec = tmp_path / "seven.ei"
+    spec.write_text('import "std"\nnetwork a(T = 2) {\n    h = flatten(image([1, 8, 8]))\n'
+                    '    return readout(classifier(h, 7))\n}\n')
+    cmd = [sys.executable, "-m", "eidsl", "train", str(spec), "--data", "digits", "--threads", "1", "--nproc", "2",
+           "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.count("has 10 classes but network 'a' outputs (7,)") == 1, done.stderr
+
+
+def test_a_worker_whose_launcher_died_before_it_started_ends_at_once(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    code = "import time\nfrom eidsl.train import distributed\ndistributed._die_with_launcher(3)\ntime.sleep(60)\n"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**_env(), distributed.LAUNCHER_ENV: str(gone.pid)})
+    assert done.returncode == 1 and time.monotonic() - started < 30
+    assert f"error: rank 3: the launcher (pid {gone.pid}) is gone; stopping" in done.stderr

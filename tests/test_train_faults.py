@@ -2,6 +2,7 @@
 checkpoints, unreadable data, a full disk, non-finite currents. Each error is one line
 saying what and where, exits non-zero, and leaves every file saved before untouched."""
 import errno
+import json
 import math
 import os
 import shutil
@@ -298,3 +299,131 @@ def test_nonfinite_names_the_current_where_it_first_appears(tmp_path, parameter,
     message = str(err.value)
     assert first in message and f"non-finite parameters: {parameter};" in message, message
     assert err.value.exit_code == 4 and "\n" not in message
+
+
+# ---------------------------------------------------------------- a crash between the two checkpoint writes
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing of the trainer's error handling runs."""
+
+
+def _kill_before_save(n, monkeypatch):
+    calls, real = [], ckpt.save
+
+    def save(path, *args, **kwargs):
+        calls.append(os.path.basename(path))
+        if len(calls) == n:
+            raise _Killed
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save", save)
+    return calls
+
+
+def _claimed_best(run):
+    return ckpt.header(run / LAST)["state"]["best"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_a_crash_before_any_checkpoint_write_leaves_claims_and_files_agreeing(tmp_path, monkeypatch, n):
+    """Issue 23.2: last.safetensors records a new best before best.safetensors is written; a kill
+    between the two used to leave `eval --best` on the previous best weights. Two epochs, each
+    improving, make four writes (last, best, last, best); the run is killed before the nth."""
+    from eidsl.train.evaluate import evaluate_checkpoint
+    run = tmp_path / "run"
+    calls = _kill_before_save(n, monkeypatch)
+    trainer = tiny_trainer(run, {"epochs": 2})
+    trainer.start()
+    with pytest.raises(_Killed):
+        trainer.fit()
+    assert calls == ["last.safetensors", "best.safetensors", "last.safetensors", "best.safetensors"][:n]
+    monkeypatch.undo()
+    if n == 1:      # nothing saved, nothing claimed
+        assert not (run / LAST).exists() and not (run / "checkpoints" / "best.safetensors").exists()
+        return
+    claim = _claimed_best(run)
+    assert claim["epoch"] == {2: 1, 3: 1, 4: 2}[n]
+    assert evaluate_checkpoint(run, best=True)["accuracy"] == claim["accuracy"]
+
+    resumed = tiny_trainer(run, {"epochs": 2})
+    resumed.resume()
+    summary = resumed.fit()
+    assert summary["best_epoch"] == 2 and _claimed_best(run)["epoch"] == 2
+    assert ckpt.best_weights(run / "checkpoints") == (run / "checkpoints" / "best.safetensors", False)
+    result = evaluate_checkpoint(run, best=True)
+    assert result["accuracy"] == summary["best_accuracy"] and result["notes"] == []
+
+
+# ---------------------------------------------------------------- damaged weights inside the data bytes
+
+def _overwrite_tensor(path, prefix, value):
+    """Write `value` over every float32 of the first tensor whose name starts with `prefix`, in place."""
+    data = bytearray(path.read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    head = json.loads(data[8:8 + n])
+    name = next(k for k in sorted(head) if k.startswith(prefix) and head[k]["dtype"] == "F32")
+    start, end = (8 + n + o for o in head[name]["data_offsets"])
+    data[start:end] = struct.pack("<f", value) * ((end - start) // 4)
+    path.write_bytes(bytes(data))
+    return name
+
+
+def _without_checksums(path):
+    """The same file as eidsl wrote it before checkpoints carried checksums."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(path), {k: v for k, v in metadata.items() if not k.endswith("_sha256")})
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e30, 0.0])
+def test_weights_damaged_inside_the_data_are_refused(run_copy, value):
+    """Issue 23.8: weights overwritten inside the data bytes used to evaluate with exit 0."""
+    best = run_copy / "checkpoints" / "best.safetensors"
+    for path in (run_copy / LAST, best):
+        _overwrite_tensor(path, "layer", value)
+    before = _snapshot(run_copy)
+    for args, path in ((("eval", run_copy), run_copy / LAST), (("eval", run_copy, "--best"), best),
+                       (("train", "--resume", run_copy), run_copy / LAST)):
+        code, output = cli(*args)
+        assert code == 2, output
+        assert _error_line(output) == (f"error: {path}: the weights do not match the checksum recorded when the file "
+                                       "was written (the file was damaged or edited since); refusing it")
+    assert _snapshot(run_copy) == before
+
+
+def test_damaged_training_state_is_refused_on_resume(run_copy):
+    _overwrite_tensor(run_copy / LAST, "train_state/", 1e30)
+    code, output = cli("train", "--resume", run_copy)
+    assert code == 2 and "the training state does not match the checksum" in _error_line(output), output
+    assert cli("eval", run_copy)[0] == 0        # the weights themselves are intact
+
+
+def test_checkpoints_from_before_checksums_load_with_a_note_and_finite_weights(run_copy):
+    _without_checksums(run_copy / LAST)
+    code, output = cli("eval", run_copy)
+    assert code == 0, output
+    assert "was written before checkpoints carried a checksum" in output and "test accuracy: " in output
+    name = _overwrite_tensor(run_copy / LAST, "layer", float("nan"))
+    code, output = cli("eval", run_copy)
+    assert code == 2 and f"weight {name} holds inf or NaN" in _error_line(output), output
+
+
+def test_best_weights_names_the_file_that_holds_the_claimed_best(tmp_path):
+    w = {"w": torch.ones(2)}
+
+    def files(last_at, best_epoch):
+        ckpt.save(tmp_path / "last.safetensors", w, {"best": {"epoch": 1, "accuracy": 0.5}},
+                  {"epoch": last_at[0], "batch": last_at[1]})
+        (tmp_path / "best.safetensors").unlink(missing_ok=True)
+        if best_epoch is not None:
+            ckpt.save(tmp_path / "best.safetensors", w, None, {"epoch": best_epoch, "batch": 0})
+        return ckpt.best_weights(tmp_path)
+
+    assert files((3, 0), 1) == (tmp_path / "best.safetensors", False)
+    assert files((1, 0), None) == (tmp_path / "last.safetensors", True)     # killed before the first best
+    assert files((1, 0), 0) == (tmp_path / "last.safetensors", True)
+    for last_at, best_epoch in (((3, 0), 2), ((1, 5), None)):
+        with pytest.raises(ckpt.CheckpointError, match="records its best as epoch 1 \\(50.00%\\) and no longer"):
+            files(last_at, best_epoch)

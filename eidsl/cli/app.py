@@ -31,6 +31,14 @@ def parse_sets(items: Optional[List[str]]) -> dict[str, str]:
     return sets
 
 
+def _left_to_rank_0(exc: EidslError) -> bool:
+    """Under --nproc every rank meets the same spec or settings error; rank 0 alone reports it."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return False
+    from eidsl.train.distributed import quiet
+    return quiet(exc)
+
+
 def command(fn: Callable) -> Callable:
     """Turn eidsl errors into a located message and exit code 2; never a traceback for user errors."""
     @wraps(fn)
@@ -38,7 +46,8 @@ def command(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EidslError as exc:
-            err.print(exc.render(), markup=False, highlight=False, soft_wrap=True)  # one line in logs too
+            if not _left_to_rank_0(exc):
+                err.print(exc.render(), markup=False, highlight=False, soft_wrap=True)  # one line in logs too
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")

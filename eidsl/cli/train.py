@@ -57,6 +57,7 @@ def train(
 
 
 def _train(resume, options, source, sets, include, out_dir, config) -> None:
+    from eidsl.train import distributed
     from eidsl.train.trainer import Interrupted, NonFiniteError
     if resume is not None:
         trainer = _resumed(resume, options, source, sets, out_dir, config)
@@ -77,6 +78,15 @@ def _train(resume, options, source, sets, include, out_dir, config) -> None:
     except RuntimeError as exc:
         if not trainer.world.distributed:
             raise
+        world = trainer.world
+        if distributed.is_timeout(exc):
+            others = ", ".join(str(r) for r in range(world.size) if r != world.rank)
+            err.print(f"error: rank {world.rank} of {world.size} waited {distributed.collective_timeout():g} s for "
+                      f"rank(s) {others} in a collective and gave up: one of them is stopped or hung "
+                      f"({distributed.TIMEOUT_ENV} sets the wait); the last checkpoint, "
+                      f"{trainer.checkpoints / 'last.safetensors'}, is kept",
+                      markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
         # Mostly a collective that lost its peers because another process died; that one says why.
         text = " ".join(str(exc).split())
         err.print(f"error: rank {trainer.world.rank} stopped: {type(exc).__name__}: {text[:300]} (if another "
@@ -249,6 +259,8 @@ def eval_command(
     from eidsl.train.evaluate import evaluate_checkpoint
     result = evaluate_checkpoint(target, data=data, data_dir=data_dir, batch_size=batch_size, device=device,
                                  best=best)
+    for note in result["notes"]:
+        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"test accuracy: {100 * result['accuracy']:.2f}%", markup=False, highlight=False)
 
 

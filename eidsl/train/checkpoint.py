@@ -10,9 +10,15 @@ Writes are atomic (eidsl.files.atomic_write), so a process killed mid-save leave
 previous checkpoint intact. A checkpoint from another spec (another depth, width or ratio)
 fails with the tensor that does not fit and both shapes, never with a PyTorch size-mismatch
 traceback, and never after loading half of it.
+
+Each file records a SHA-256 of its weights (and one of its training state) in the
+metadata; `load` recomputes them and refuses a file whose bytes changed after it was
+written. A file from before the checksums loads with `verified = False`, and its
+weights must at least be finite.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from eidsl.files import SaveError, atomic_write  # noqa: F401  (SaveError: calle
 
 FORMAT = "eidsl-checkpoint/1"
 STATE = "train_state/"
+WEIGHTS_SUM, STATE_SUM = "weights_sha256", "state_sha256"
 
 
 class CheckpointError(HintedError):
@@ -41,6 +48,7 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     state: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    verified: bool = True     # False: written before checksums, so only the finiteness of the weights was checked
 
 
 # ---------------------------------------------------------------- state trees with tensors
@@ -88,14 +96,44 @@ def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # ---------------------------------------------------------------- save / load
 
 
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of names, dtypes, shapes and bytes, in name order: the same for a file and its reload."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def save(path: str | Path, weights: dict[str, torch.Tensor], state: dict[str, Any] | None = None,
          meta: dict[str, Any] | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     extra: dict[str, torch.Tensor] = {}
-    metadata = {"format": FORMAT, "meta": json.dumps(meta or {})}
+    metadata = {"format": FORMAT, "meta": json.dumps(meta or {}), WEIGHTS_SUM: digest(tensors)}
     if state is not None:
         metadata["state"] = json.dumps(_split(state, extra))
+        metadata[STATE_SUM] = digest(extra)
     atomic_write(path, _to_bytes({**tensors, **extra}, metadata=metadata))
+
+
+def _verify(path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor], with_state: bool) -> bool:
+    """Refuse tensors whose bytes are not those written; True when a checksum vouched for them."""
+    weights = {k: v for k, v in tensors.items() if not k.startswith(STATE)}
+    if WEIGHTS_SUM not in metadata:
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{path}: weight {bad[0]} holds inf or NaN (and the file, written before "
+                                  "checksums, cannot say whether it was damaged); refusing it")
+        return False
+    if digest(weights) != metadata[WEIGHTS_SUM]:
+        raise CheckpointError(f"{path}: the weights do not match the checksum recorded when the file was written "
+                              "(the file was damaged or edited since); refusing it")
+    if with_state and STATE_SUM in metadata:
+        if digest({k: v for k, v in tensors.items() if k.startswith(STATE)}) != metadata[STATE_SUM]:
+            raise CheckpointError(f"{path}: the training state does not match the checksum recorded when the file "
+                                  "was written (the file was damaged or edited since); refusing it")
+    return True
 
 
 def load(path: str | Path, with_state: bool = True) -> Checkpoint:
@@ -113,9 +151,47 @@ def load(path: str | Path, with_state: bool = True) -> Checkpoint:
         raise
     except Exception as exc:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    verified = _verify(path, metadata, tensors, with_state)
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATE)}
     state = _join(json.loads(metadata["state"]), tensors) if with_state and "state" in metadata else None
-    return Checkpoint(weights, state, json.loads(metadata.get("meta", "{}")))
+    return Checkpoint(weights, state, json.loads(metadata.get("meta", "{}")), verified)
+
+
+def header(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata, JSON decoded, without reading its tensors."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        return {"meta": json.loads(metadata.get("meta", "{}")), "state": json.loads(metadata.get("state", "null"))}
+    except Exception as exc:  # safetensors raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+
+
+# The run writes last.safetensors (which records the best epoch) before best.safetensors: a crash
+# or full disk between the two leaves best.safetensors one improvement behind. The window is
+# recognisable and harmless: last.safetensors then sits at the start of the recorded best epoch,
+# so its weights are the best weights. Readers take them from there; `resume` rewrites best.
+LAST, BEST = "last.safetensors", "best.safetensors"
+
+
+def best_weights(folder: str | Path) -> tuple[Path, bool]:
+    """(the file holding the weights of the run's recorded best epoch, whether best.safetensors is behind)."""
+    folder = Path(folder)
+    last, best = folder / LAST, folder / BEST
+    if not last.is_file():
+        return best, False
+    head = header(last)
+    claim = (head["state"] or {}).get("best") or {}
+    epoch = claim.get("epoch", 0)
+    if not epoch:
+        return best, False
+    held = header(best)["meta"].get("epoch") if best.is_file() else None
+    if held == epoch:
+        return best, False
+    if (head["meta"].get("epoch"), head["meta"].get("batch")) == (epoch, 0):
+        return last, True
+    raise CheckpointError(f"{best}: holds epoch {held}'s weights, but the run's last checkpoint records its best as "
+                          f"epoch {epoch} ({100 * claim.get('accuracy', 0):.2f}%) and no longer holds them")
 
 
 def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -232,7 +308,7 @@ def load_state(model: nn.Module, state_dict: dict) -> None:
 def save_state(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """The model's state dict as safetensors, written atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in _inner(model).state_dict().items()}
-    return atomic_write(path, _to_bytes(state, metadata=metadata or {}))
+    return atomic_write(path, _to_bytes(state, metadata={**(metadata or {}), WEIGHTS_SUM: digest(state)}))
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -241,11 +317,15 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            with safe_open(str(path), "pt") as f:
+                state, recorded = {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {}).get(WEIGHTS_SUM)
         except Exception as exc:  # safetensors raises several types for damaged files
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        if recorded is not None and digest(state) != recorded:
+            raise CheckpointError(f"{path}: the weights do not match the checksum recorded when the file was "
+                                  "written (the file was damaged or edited since); refusing it")
+        return state
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

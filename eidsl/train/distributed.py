@@ -8,9 +8,13 @@ gradient equals one process's gradient on the whole global batch.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +97,89 @@ def join(device: str = "cpu") -> World:
     else:
         here = torch.device("cpu")
     if not dist.is_initialized():
+        _die_with_launcher(rank)
         try:
-            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+            dist.init_process_group("nccl" if device == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=collective_timeout()))
         except (RuntimeError, ValueError) as exc:
             raise DistributedError(f"{where}: cannot join the process group: {_first_line(exc)}") from None
     return World(rank, size, local_rank, here)
+
+
+# A collective waits this long for the other ranks; a stopped or hung rank then ends the run with
+# an error instead of holding the others forever. Long enough for rank 0's checkpoint writes and
+# a first torch.compile; EIDSL_COLLECTIVE_TIMEOUT (seconds) changes it.
+DEFAULT_TIMEOUT_S = 300
+TIMEOUT_ENV = "EIDSL_COLLECTIVE_TIMEOUT"
+LAUNCHER_ENV = "EIDSL_LAUNCHER_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def collective_timeout() -> float:
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e7:
+        raise DistributedError(f"{TIMEOUT_ENV}={text!r}: the collective timeout must be a number of seconds > 0")
+    return value
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether a collective failed because a peer did not answer in time (gloo's and nccl's wording)."""
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text
+
+
+def quiet(exc: BaseException) -> bool:
+    """Whether this process should leave `exc` to rank 0: errors of the spec, the settings or the data
+    are the same on every rank, and one copy of the message is enough."""
+    rank, size = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if not (size.isdigit() and int(size) > 1 and rank != "0"):
+        return False
+    from eidsl.train.config import ConfigError
+    from eidsl.errors import SpecError, SpecErrors
+    from eidsl.train.evaluate import TrainingError
+    from eidsl.train.trainer import RunInUse
+    return isinstance(exc, (SpecError, SpecErrors, ConfigError, TrainingError, RunInUse))
+
+
+def _die_with_launcher(rank: int) -> None:
+    """End this worker when the process that started it dies (kill -9 of `eidsl train --nproc`):
+    Linux's parent-death signal, and a watchdog polling the parent for other systems and for
+    the case where the launcher's spawning thread, not the process, ended."""
+    launcher = parent = os.getppid()
+    started_by = os.environ.get(LAUNCHER_ENV, "")
+    if started_by.isdigit() and int(started_by) != parent and not _alive(int(started_by)):
+        launcher = int(started_by)     # `--nproc` died before this worker got here: the watchdog ends it at once
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != launcher or launcher != parent:
+                sys.stderr.write(f"error: rank {rank}: the launcher (pid {launcher}) is gone; stopping "
+                                 "(the last checkpoint is kept)\n")
+                sys.stderr.flush()
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="eidsl-launcher-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:       # exists, owned by someone else
+        return True
+    return True
 
 
 def leave() -> None:
@@ -134,6 +216,7 @@ def launch(nproc: int, module_args: list[str]) -> int:
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
+    os.environ[LAUNCHER_ENV] = str(os.getpid())   # the workers' parent: they end when it does
     # torchrun would set 1 itself, with a warning; --threads still applies inside each process.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # The workers report their own errors in one line; torchrun's log would repeat them at length.

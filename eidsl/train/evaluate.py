@@ -83,6 +83,8 @@ def checkpoint_path(target: str | Path, best: bool = False) -> Path:
     if not target.is_dir():
         return target
     path = target / "checkpoints" / (BEST if best else LAST)
+    if best:
+        path, _ = ckpt.best_weights(target / "checkpoints")
     if not path.is_file():
         raise ckpt.CheckpointError(f"{target}: no {path.name} under checkpoints/ (is it a run folder?)")
     return path
@@ -100,7 +102,13 @@ def load_network(target: str | Path, best: bool = False, device: str = "cpu"):
         raise ckpt.CheckpointError(f"{path}: the network described in the checkpoint is unreadable ({exc})") from None
     net = build_graph(graph)
     ckpt.load_weights(net, c.weights, path)
-    return net.to(device), c.meta
+    notes = [] if c.verified else [f"{path} was written before checkpoints carried a checksum: its weights are "
+                                    "finite, but whether they are the ones trained cannot be checked"]
+    if best and path.name == LAST:
+        notes.append(f"best.safetensors is behind: the run stopped between writing {path.name} and it; epoch "
+                     f"{c.meta.get('epoch')}'s best weights are read from {path.name} (`eidsl train --resume` "
+                     "rewrites best.safetensors)")
+    return net.to(device), {**c.meta, "notes": notes}
 
 
 def evaluate_checkpoint(target: str | Path, *, data: str | None = None, data_dir: str | Path | None = None,
@@ -114,4 +122,4 @@ def evaluate_checkpoint(target: str | Path, *, data: str | None = None, data_dir
                    ("the command line", {"data": data, "data_dir": None if data_dir is None else str(data_dir),
                                          "eval_batch_size": batch_size, "device": device})])
     _, test, _ = load_data(net.graph, cfg)
-    return evaluate(net, test_loader(test, cfg), torch.device(device))
+    return {**evaluate(net, test_loader(test, cfg), torch.device(device)), "notes": meta["notes"]}

@@ -42,6 +42,7 @@ from eidsl import ir
 from eidsl.train import distributed
 from eidsl.train import metrics
 from eidsl.train import probe
+from eidsl.train import runlock
 from eidsl.api import build_graph, compile_network, ei_init, optimizer as make_optimizer
 from eidsl.train.config import ConfigError, TrainConfig
 from eidsl.errors import EidslError
@@ -51,6 +52,10 @@ __all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "Traini
 
 HIST_SAMPLES = 256
 DATA_DEPENDENT_INITS = ("ei_balanced", "gain_control")
+
+
+class RunInUse(EidslError):
+    """Another process trains in the run folder."""
 
 
 class NonFiniteError(EidslError):
@@ -138,6 +143,7 @@ class Trainer:
         self._in_epoch = False
         self._mutating = False
         self._stop = False
+        self._lock_fd = None
 
     # ---------------------------------------------------------------- run folder
 
@@ -145,8 +151,32 @@ class Trainer:
     def checkpoints(self) -> Path:
         return self.run / "checkpoints"
 
+    def _lock(self) -> None:
+        """Hold the run folder against a second writer (a concurrent --resume, the same --out twice)."""
+        why = None
+        if self.world.main and self._lock_fd is None:
+            try:
+                self._lock_fd, why = runlock.acquire(self.run)
+            except OSError as exc:
+                why = f"cannot lock the run folder {self.run}: {exc.strerror or exc}"
+        why = self.world.broadcast(why)
+        if why:
+            raise RunInUse(why)
+
+    def _unlock(self) -> None:
+        runlock.release(self._lock_fd)
+        self._lock_fd = None
+
     def start(self) -> None:
         """Create the run folder of a fresh run."""
+        self._lock()
+        try:
+            self._start()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _start(self) -> None:
         if (self.run / "config.json").exists():
             raise EidslError(f"{self.run} already holds a run; continue it with `eidsl train --resume {self.run}` "
                              "or choose another --out")
@@ -175,6 +205,16 @@ class Trainer:
     def resume(self) -> None:
         """Restore the state saved in the run folder's last checkpoint."""
         path = self.checkpoints / LAST
+        if not path.is_file():
+            raise ckpt.CheckpointError(f"{path}: no such checkpoint")
+        self._lock()
+        try:
+            self._resume(path)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _resume(self, path: Path) -> None:
         c = ckpt.load(path)
         ckpt.check_network(c.meta, self.graph.to_json(), path, f"the run {self.run} trains")
         ckpt.load_weights(self.net, c.weights, path)
@@ -189,6 +229,19 @@ class Trainer:
         self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
         if self.world.main:
             metrics.truncate(self.run / "metrics.jsonl", self.epoch)
+            self._settle_best(c)
+
+    def _settle_best(self, last: ckpt.Checkpoint) -> None:
+        """Rewrite best.safetensors when a crash came between the two writes of an improved epoch."""
+        try:
+            _, behind = ckpt.best_weights(self.checkpoints)
+        except ckpt.CheckpointError as exc:   # the best weights are lost; training on is still right
+            self.log(f"warning: {exc}; `eval --best` refuses the run until an epoch improves on the record")
+            return
+        if behind:
+            ckpt.save(self.checkpoints / BEST, last.weights, None, {**last.meta, "test_accuracy": self.best["accuracy"]})
+            self.log(f"rewrote {self.checkpoints / BEST} from the last checkpoint: the run had stopped before "
+                     f"writing epoch {self.best['epoch']}'s best weights")
 
     def save(self) -> Path:
         """Write last.safetensors: weights and everything needed to continue from this exact batch."""
@@ -219,6 +272,7 @@ class Trainer:
         except KeyboardInterrupt:
             raise self._interrupted() from None
         finally:
+            self._unlock()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             if self.writer is not None:
