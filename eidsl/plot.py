@@ -1,6 +1,7 @@
 """PNG figures of a run: learning curves, firing rates per layer, current and weight histograms."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
         raise EidslError(f"{run}: no finished epoch to plot (metrics.jsonl is missing or empty)")
     out = Path(out) if out is not None else run / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    paths = [curves(records, out / "curves.png"), firing_rates(records, out / "firing_rates.png")]
+    paths = [curves(records, out / "curves.png"),
+             firing_rates(records, out / "firing_rates.png", _populations(run))]
     paths += histograms(run / "hist", out)
     return paths
 
@@ -53,21 +55,41 @@ def curves(records: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def firing_rates(records: list[dict], path: Path) -> Path:
+def firing_rates(records: list[dict], path: Path, populations: dict[str, dict] | None = None) -> Path:
+    """Spiking populations (E solid, I dashed) in spikes per neuron per step; rate-coded
+    interneurons, whose mean s_I is in units of current, in a panel of their own.
+    `populations`: config.json's network.populations (signs); without it, names ending in
+    `.I` count as inhibitory."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    layers = list(records[-1].get("firing_rates") or {})
-    for layer in layers:
-        e = [r["epoch"] for r in records if layer in (r.get("firing_rates") or {})]
-        ax.plot(e, [r["firing_rates"][layer] for r in records if layer in (r.get("firing_rates") or {})],
-                marker=".", label=layer)
-    ax.set(xlabel="epoch", ylabel="firing rate (spikes per neuron per step)", title="firing rates (train)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if layers:
-        ax.legend(fontsize="small")
+    populations = populations or {}
+    panels = [("firing_rates", "firing rate (spikes per neuron per step)", "spiking populations (train)"),
+              ("interneuron_rates", "mean s_I per neuron per step", "rate-coded interneurons (train)")]
+    present = [p for p in panels if any(r.get(p[0]) for r in records)] or panels[:1]
+    fig, axes = plt.subplots(1, len(present), figsize=(6.5 * len(present), 3.8), squeeze=False)
+    for ax, (key, ylabel, title) in zip(axes.flat, present):
+        layers = list(dict.fromkeys(name for r in records for name in (r.get(key) or {})))
+        colours = plt.cm.tab10(np.arange(len(layers)) % 10)
+        for layer, colour in zip(layers, colours):
+            points = [(r["epoch"], r[key][layer]) for r in records if layer in (r.get(key) or {})]
+            e, v = zip(*points)
+            sign = populations.get(layer, {}).get("sign") or ("inh" if layer.endswith(".I") else "exc")
+            inhibitory = sign == "inh"
+            ax.plot(e, v, marker="v" if inhibitory else "o", markersize=4, linestyle="--" if inhibitory else "-",
+                    color=colour, label=f"{'I' if inhibitory else 'E' if sign == 'exc' else '·'}  {layer}")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if layers:
+            ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _populations(run: Path) -> dict[str, dict]:
+    try:
+        return json.loads((run / "config.json").read_text())["network"].get("populations") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def read_histograms(folder: Path) -> dict[int, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
