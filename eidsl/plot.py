@@ -55,32 +55,43 @@ def curves(records: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
+RATE_PANELS = (("firing_rates", "firing rate (spikes per neuron per step)", "spiking populations (train)"),
+               ("interneuron_rates", "mean s_I per neuron per step", "rate-coded interneurons (train)"))
+
+
+def rate_lines(records: list[dict], populations: dict[str, dict] | None = None) -> dict[str, list[dict]]:
+    """{metrics key: one line per population: label, inhibitory, epochs, values}, for the panels of
+    firing_rates.png. `populations`: config.json's network.populations (signs); without it, names
+    ending in `.I` count as inhibitory."""
+    populations = populations or {}
+    panels: dict[str, list[dict]] = {}
+    for key, _, _ in RATE_PANELS:
+        layers = list(dict.fromkeys(name for r in records for name in (r.get(key) or {})))
+        for layer in layers:
+            points = [(r["epoch"], r[key][layer]) for r in records if layer in (r.get(key) or {})]
+            sign = populations.get(layer, {}).get("sign") or ("inh" if layer.endswith(".I") else "exc")
+            letter = {"exc": "E", "inh": "I"}.get(sign, "·")
+            panels.setdefault(key, []).append({"label": f"{letter}  {layer}", "inhibitory": sign == "inh",
+                                               "epochs": [e for e, _ in points], "values": [v for _, v in points]})
+    return panels
+
+
 def firing_rates(records: list[dict], path: Path, populations: dict[str, dict] | None = None) -> Path:
     """Spiking populations (E solid, I dashed) in spikes per neuron per step; rate-coded
-    interneurons, whose mean s_I is in units of current, in a panel of their own.
-    `populations`: config.json's network.populations (signs); without it, names ending in
-    `.I` count as inhibitory."""
+    interneurons, whose mean s_I is in units of current, in a panel of their own."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
-    populations = populations or {}
-    panels = [("firing_rates", "firing rate (spikes per neuron per step)", "spiking populations (train)"),
-              ("interneuron_rates", "mean s_I per neuron per step", "rate-coded interneurons (train)")]
-    present = [p for p in panels if any(r.get(p[0]) for r in records)] or panels[:1]
+    lines = rate_lines(records, populations)
+    present = [p for p in RATE_PANELS if p[0] in lines] or list(RATE_PANELS[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(6.5 * len(present), 3.8), squeeze=False)
     for ax, (key, ylabel, title) in zip(axes.flat, present):
-        layers = list(dict.fromkeys(name for r in records for name in (r.get(key) or {})))
-        colours = plt.cm.tab10(np.arange(len(layers)) % 10)
-        for layer, colour in zip(layers, colours):
-            points = [(r["epoch"], r[key][layer]) for r in records if layer in (r.get(key) or {})]
-            e, v = zip(*points)
-            sign = populations.get(layer, {}).get("sign") or ("inh" if layer.endswith(".I") else "exc")
-            inhibitory = sign == "inh"
-            ax.plot(e, v, marker="v" if inhibitory else "o", markersize=4, linestyle="--" if inhibitory else "-",
-                    color=colour, label=f"{'I' if inhibitory else 'E' if sign == 'exc' else '·'}  {layer}")
+        for line, colour in zip(lines.get(key, []), plt.cm.tab10(np.arange(len(lines.get(key, []))) % 10)):
+            ax.plot(line["epochs"], line["values"], marker="v" if line["inhibitory"] else "o", markersize=4,
+                    linestyle="--" if line["inhibitory"] else "-", color=colour, label=line["label"])
         ax.set(xlabel="epoch", ylabel=ylabel, title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if layers:
+        if lines.get(key):
             ax.legend(fontsize="small")
     return _save(fig, path)
 
