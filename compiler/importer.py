@@ -129,6 +129,10 @@ def import_deepeisnn(net: Network, state: dict[str, torch.Tensor]) -> dict[str, 
         for key, path in mapping.items():
             target = net.tensor(path)
             target.copy_(state[key].reshape(target.shape))
+    # The reference clamps every constrained tensor at the start of each forward (PAPER.md §3.1), so a
+    # stored negative entry never acts there; projecting here keeps that forward, and Dale's law
+    # (compiler/dale.py refuses a negative constrained weight on the next forward).
+    net.clamp_()
     return mapping
 
 
