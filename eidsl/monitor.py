@@ -12,6 +12,7 @@ The readout's current population is not a rate (it is the logits) and is left ou
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +40,18 @@ class Population:
         return {"exc": "E", "inh": "I"}.get(self.sign, "pop")
 
 
+_cache: "weakref.WeakKeyDictionary[Network, list[Population]]" = weakref.WeakKeyDictionary()
+
+
 def populations(net: Network) -> list[Population]:
-    """The populations whose rate is measured, in plan order."""
+    """The populations whose rate is measured, in plan order (read once per network: the
+    trainer asks every batch)."""
+    if net not in _cache:
+        _cache[net] = _populations(net)
+    return _cache[net]
+
+
+def _populations(net: Network) -> list[Population]:
     found: dict[str, Population] = {}
     loops = {s.node for step in net.plan.steps if step.op == "loop" for s in walk(step.attrs["body"])}
     for step in walk(net.plan.steps):
