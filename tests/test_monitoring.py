@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import eidsl
 from conftest import SPECS
 from eidsl import checkpoint as ckpt
-from eidsl import metrics, monitor
+from eidsl import ir, metrics, monitor
 from eidsl.api import load_graph
 from eidsl.cli import app
 from eidsl.config import TrainConfig
@@ -156,3 +156,15 @@ def test_nonfinite_current_with_a_finite_loss_is_a_warning(tmp_path):
     assert ("nonfinite", "layer_1.E") in kinds, kinds
     message = next(w for w in warnings if "non-finite" in w)
     assert "I_div of layer 'layer_1.E'" in message and "stabilize" in message
+
+
+@pytest.mark.parametrize("spec", sorted(p.relative_to(SPECS).as_posix() for p in SPECS.rglob("*.ei")))
+def test_every_population_of_the_ir_is_measured(spec):
+    """E and I, in motifs, residual blocks and loops: the measured set is the IR's (readouts excepted)."""
+    graph = load_graph(SPECS / spec)
+    net = eidsl.build_graph(graph)
+    expected = {name for name, rec in graph.nodes()
+                if isinstance(rec, ir.Population) and rec.model in ("lif", "relu")}
+    assert {p.name for p in monitor.populations(net)} == expected
+    signs = {p.name: p.sign for p in monitor.populations(net)}
+    assert all(signs[n] == graph.node(n).sign for n in expected)
