@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {
     "language (eidsl/lang)": (["eidsl/lang"], 2500),
     "graph IR (eidsl/ir.py)": (["eidsl/ir.py"], 350),
-    "compiler (compiler/)": (["compiler"], 2100),
-    "training (eidsl/train)": (["eidsl/train"], 1900),
+    "compiler (compiler/)": (["compiler"], 2400),
+    "training (eidsl/train)": (["eidsl/train"], 2400),
     "data (eidsl/data)": (["eidsl/data"], 850),
     "interop (eidsl/interop)": (["eidsl/interop"], 1700),
     "tools (eidsl/tools)": (["eidsl/tools"], 1300),

@@ -14,16 +14,52 @@ from torch import nn
 from eidsl import ir
 from eidsl.errors import EidslError
 
-from eidsl_compiler import ops
+from eidsl_compiler import dale, ops
 from eidsl_compiler.plan import Plan, Step, fusible_circuits, standard_circuit, walk
+
+# Steps that compute a population's output from its integrated current.
+POPULATION_OPS = ("lif", "lif_step", "relu", "identity")
 
 
 class InputError(EidslError):
     pass
 
 
+class HookError(EidslError):
+    """A module hook that eidsl's runtime could never call."""
+
+
 class Scope(nn.Module):
-    """A node of the parameter tree (a motif instance or a population)."""
+    """A node of the parameter tree (a motif instance or a population).
+
+    The network never calls these modules, it interprets its plan; a forward hook on a
+    population's module is called by the runtime instead, with that population's
+    integrated current as the input and its output (spikes, s_I or current) as the output.
+    """
+
+    population: str | None = None   # the IR node, for a population's module
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False):
+        if self.population is None:
+            raise HookError(f"'{self.path}' is a motif instance, not a population, so nothing runs as this module: "
+                            f"register the hook on one of its populations ({self.children_list()}), or read every "
+                            "tensor of a forward with net.run(x, keep=True) (docs/training.md, 'Looking inside')")
+        return super().register_forward_hook(hook, prepend=prepend, with_kwargs=with_kwargs,
+                                             always_call=always_call)
+
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False):
+        raise HookError(f"forward pre-hooks on '{self.path}' are not supported: a population's input is its "
+                        "integrated current, which a forward hook (register_forward_hook) receives as inputs[0]; "
+                        "every tensor of a forward is in net.run(x, keep=True)")
+
+    @property
+    def path(self) -> str:
+        return getattr(self, "_eidsl_path", "?")
+
+    def children_list(self) -> str:
+        pops = [f"{self.path}.{n}" for n, m in self.named_children() if getattr(m, "population", None)]
+        return ", ".join(pops) or "none directly"
 
 
 class Network(nn.Module):
@@ -42,6 +78,18 @@ class Network(nn.Module):
             bn = nn.BatchNorm2d(spec.shape[0]) if self._spatial(spec.node) else nn.BatchNorm1d(spec.shape[0])
             scope.add_module(name, bn)
         self.fused_lif = fusible_circuits(plan)
+        populations: dict[str, Scope] = {}
+        for step in walk(plan.steps):
+            if step.op in POPULATION_OPS:
+                scope, _ = self._scope(f"{step.node}._")
+                scope.population = step.node
+                populations[step.node] = scope
+        self._population_scopes = populations
+        for name, module in self.named_modules():
+            if isinstance(module, Scope):
+                module._eidsl_path = name
+        self.dale_guard = dale.Guard(self)
+        dale.track(self)
 
     def _spatial(self, node: str) -> bool:
         return any(s.attrs.spatial for s in walk(self.plan.steps) if s.node == node and s.op == "integrate")
@@ -69,24 +117,38 @@ class Network(nn.Module):
         """Execute the plan. `hook(step, env)` runs before each step (E-I Init uses it);
         with `keep`, every intermediate tensor is returned (for statistics and diagnostics)."""
         self.check_input(x)
+        if not torch.compiler.is_compiling():
+            dale.watch(self)
+        hooked = {name: scope for name, scope in self._population_scopes.items() if scope._forward_hooks}
         env = {"input": x}
         # Without `keep`, a tensor leaves env after its last reader, so intermediates the
         # backward does not need (conv outputs, integrated currents) die during the forward.
         last = {} if keep else {name: i for i, step in enumerate(self.plan.steps) for name in step.ins}
         # A circuit and the LIF it feeds run as one op unless someone wants to see the current between them.
         fuse = self.fused_lif if hook is None and not keep else set()
+        if hooked:
+            fuse = {i for i in fuse if self.plan.steps[i + 1].node not in hooked}
         steps, i = self.plan.steps, 0
         while i < len(steps):
             step = steps[i]
             if hook is not None:
                 hook(step, env)
-            if keep and step.op == "loop":
+            if step.op == "loop" and (keep or any(m in hooked for m in step.outs)):
                 env.update(run_loop(self, step, [env[n] for n in step.ins], keep=True))
+                for member in step.outs:
+                    if member in hooked and _call_hooks(hooked[member], env, f"{member}:I_int", member) is not None:
+                        raise HookError(f"a forward hook on '{member}' returned a tensor: inside a recurrent loop a "
+                                        "population runs step by step, so its output cannot be replaced afterwards "
+                                        "(return None to observe it)")
             elif i in fuse:
                 lif = steps[i + 1]
                 env.update(zip(lif.outs, _run_circuit_lif(self, step, lif, [env[n] for n in step.ins])))
             else:
                 env.update(zip(step.outs, RUNNERS[step.op](self, step, [env[n] for n in step.ins])))
+                if step.node in hooked and step.op in POPULATION_OPS:
+                    replaced = _call_hooks(hooked[step.node], env, step.ins[0], step.outs[0])
+                    if replaced is not None:
+                        env[step.outs[0]] = replaced
             for name in step.ins:
                 if last.get(name) == i and name != self.plan.output:
                     env.pop(name, None)
@@ -111,6 +173,16 @@ class Network(nn.Module):
             for path, spec in self.param_specs.items():
                 if spec.nonneg:
                     self.tensor(path).clamp_(min=0)
+
+
+def _call_hooks(scope: Scope, env, current: str, output: str):
+    """torch's forward-hook protocol for a population: (module, (I_int,), output) -> None or a new output."""
+    args, out, replaced = (env[current],), env[output], None
+    for key, hook in list(scope._forward_hooks.items()):
+        result = hook(scope, args, {}, out) if key in scope._forward_hooks_with_kwargs else hook(scope, args, out)
+        if result is not None:
+            out = replaced = result
+    return replaced
 
 
 # ---------------------------------------------------------------- step runners

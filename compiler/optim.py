@@ -14,6 +14,8 @@ _FUSED_DEVICES = ("cpu", "cuda")
 
 
 class SignConstrainedSGD(torch.optim.SGD):
+    projects_nonneg = True   # compiler/dale.py's post-step hook need not project its "nonneg" groups again
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = super().step(closure)

@@ -32,6 +32,9 @@ def train(
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard",
                                                help="also write TensorBoard event files"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
+    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict",
+                                          help="stop (exit 5, run saved) when an epoch ends with a health warning: "
+                                               "a saturated or silent layer, a non-finite current, a Dale violation"),
     config: Optional[Path] = typer.Option(None, help="TOML file of training settings"),
     include: Optional[List[Path]] = IncludeOption,
     nproc: Optional[int] = typer.Option(None, "--nproc", help="train in N processes on this machine "
@@ -41,7 +44,7 @@ def train(
     from eidsl.train import distributed
     options = {"data": data, "data_dir": None if data_dir is None else str(data_dir), "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "compile": compile,
-               "tensorboard": tensorboard, "threads": threads}
+               "tensorboard": tensorboard, "threads": threads, "strict": strict}
     if nproc is not None and nproc != 1:
         _check_nproc(nproc)
         # Settle the settings here, so a mistake is reported once rather than by every process.
@@ -58,7 +61,7 @@ def train(
 
 def _train(resume, options, source, sets, include, out_dir, config) -> None:
     from eidsl.train import distributed
-    from eidsl.train.trainer import Interrupted, NonFiniteError
+    from eidsl.train.trainer import HealthError, Interrupted, NonFiniteError
     if resume is not None:
         trainer = _resumed(resume, options, source, sets, out_dir, config)
     else:
@@ -70,7 +73,7 @@ def _train(resume, options, source, sets, include, out_dir, config) -> None:
         trainer.fit()
     except EidslError as exc:
         # Every rank stops together on these and rank 0 reports them; any other error may be one rank's own.
-        if main or not isinstance(exc, (Interrupted, NonFiniteError)):
+        if main or not isinstance(exc, (Interrupted, NonFiniteError, HealthError)):
             prefix = "" if main else f"rank {trainer.world.rank}: "
             # Unwrapped, so the paths and the resume command can be copied from the terminal.
             err.print(prefix + exc.render(), markup=False, highlight=False, soft_wrap=True)
@@ -141,7 +144,7 @@ def _fresh(source, sets, include, config, options, out_dir):
     from eidsl.train.trainer import Trainer
     graph, spec, sets, cfg = _fresh_settings(source, sets, include, config, options)
     trainer = Trainer(graph, cfg, out_dir or _default_run(graph.name), spec=spec, sets=sets,
-                      log=_log, progress=out.is_terminal)
+                      log=_log, warn=_warn, progress=out.is_terminal)
     trainer.start()
     return trainer
 
@@ -149,7 +152,7 @@ def _fresh(source, sets, include, config, options, out_dir):
 def _resumed(run: Path, options, source, sets, out_dir, config):
     from eidsl.train.trainer import Trainer
     graph, cfg, saved = _resumed_settings(run, options, source, sets, out_dir, config)
-    trainer = Trainer(graph, cfg, run, spec=saved.get("spec"), sets=saved.get("sets"), log=_log,
+    trainer = Trainer(graph, cfg, run, spec=saved.get("spec"), sets=saved.get("sets"), log=_log, warn=_warn,
                       progress=out.is_terminal)
     trainer.resume()
     if trainer.world.main:
@@ -164,7 +167,7 @@ def _resumed_settings(run: Path, options, source, sets, out_dir, config):
     fixed = [name for name, given in (("a build or spec", source), ("--set", sets), ("--out", out_dir),
                                       ("--config", config)) if given]
     fixed += [f"--{k.replace('_', '-')}" for k, v in options.items()
-              if v is not None and k not in ("device", "tensorboard", "threads")]
+              if v is not None and k not in ("device", "tensorboard", "threads", "strict")]
     if fixed:
         raise EidslError(f"--resume continues {run} with its saved settings; drop {', '.join(fixed)}")
     try:
@@ -179,6 +182,10 @@ def _resumed_settings(run: Path, options, source, sets, out_dir, config):
 
 def _log(line: str) -> None:
     out.print(line, markup=False, highlight=False)
+
+
+def _warn(line: str) -> None:
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _default_run(name: str) -> Path:

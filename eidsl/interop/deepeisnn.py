@@ -135,6 +135,10 @@ def import_deepeisnn(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
         for key, path in mapping.items():
             target = net.tensor(path)
             target.copy_(state[key].reshape(target.shape))
+    # The reference clamps every constrained tensor at the start of each forward (docs/science.md §3.1), so a
+    # stored negative entry never acts there; projecting here keeps that forward, and Dale's law
+    # (compiler/dale.py refuses a negative constrained weight on the next forward).
+    net.clamp_()
     return mapping
 
 

@@ -1,6 +1,7 @@
 """PNG figures of a run: learning curves, firing rates per layer, current and weight histograms."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
         raise EidslError(f"{run}: no finished epoch to plot (metrics.jsonl is missing or empty)")
     out = Path(out) if out is not None else run / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    paths = [curves(records, out / "curves.png"), firing_rates(records, out / "firing_rates.png")]
+    paths = [curves(records, out / "curves.png"),
+             firing_rates(records, out / "firing_rates.png", _populations(run))]
     paths += histograms(run / "hist", out)
     return paths
 
@@ -53,21 +55,52 @@ def curves(records: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def firing_rates(records: list[dict], path: Path) -> Path:
+RATE_PANELS = (("firing_rates", "firing rate (spikes per neuron per step)", "spiking populations (train)"),
+               ("interneuron_rates", "mean s_I per neuron per step", "rate-coded interneurons (train)"))
+
+
+def rate_lines(records: list[dict], populations: dict[str, dict] | None = None) -> dict[str, list[dict]]:
+    """{metrics key: one line per population: label, inhibitory, epochs, values}, for the panels of
+    firing_rates.png. `populations`: config.json's network.populations (signs); without it, names
+    ending in `.I` count as inhibitory."""
+    populations = populations or {}
+    panels: dict[str, list[dict]] = {}
+    for key, _, _ in RATE_PANELS:
+        layers = list(dict.fromkeys(name for r in records for name in (r.get(key) or {})))
+        for layer in layers:
+            points = [(r["epoch"], r[key][layer]) for r in records if layer in (r.get(key) or {})]
+            sign = populations.get(layer, {}).get("sign") or ("inh" if layer.endswith(".I") else "exc")
+            letter = {"exc": "E", "inh": "I"}.get(sign, "·")
+            panels.setdefault(key, []).append({"label": f"{letter}  {layer}", "inhibitory": sign == "inh",
+                                               "epochs": [e for e, _ in points], "values": [v for _, v in points]})
+    return panels
+
+
+def firing_rates(records: list[dict], path: Path, populations: dict[str, dict] | None = None) -> Path:
+    """Spiking populations (E solid, I dashed) in spikes per neuron per step; rate-coded
+    interneurons, whose mean s_I is in units of current, in a panel of their own."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    layers = list(records[-1].get("firing_rates") or {})
-    for layer in layers:
-        e = [r["epoch"] for r in records if layer in (r.get("firing_rates") or {})]
-        ax.plot(e, [r["firing_rates"][layer] for r in records if layer in (r.get("firing_rates") or {})],
-                marker=".", label=layer)
-    ax.set(xlabel="epoch", ylabel="firing rate (spikes per neuron per step)", title="firing rates (train)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if layers:
-        ax.legend(fontsize="small")
+    lines = rate_lines(records, populations)
+    present = [p for p in RATE_PANELS if p[0] in lines] or list(RATE_PANELS[:1])
+    fig, axes = plt.subplots(1, len(present), figsize=(6.5 * len(present), 3.8), squeeze=False)
+    for ax, (key, ylabel, title) in zip(axes.flat, present):
+        for line, colour in zip(lines.get(key, []), plt.cm.tab10(np.arange(len(lines.get(key, []))) % 10)):
+            ax.plot(line["epochs"], line["values"], marker="v" if line["inhibitory"] else "o", markersize=4,
+                    linestyle="--" if line["inhibitory"] else "-", color=colour, label=line["label"])
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if lines.get(key):
+            ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _populations(run: Path) -> dict[str, dict]:
+    try:
+        return json.loads((run / "config.json").read_text())["network"].get("populations") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def read_histograms(folder: Path) -> dict[int, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:

@@ -44,6 +44,7 @@ class TrainConfig(BaseModel):
     rate_every: int = Field(10, ge=1)      # batches between firing-rate samples when compiled
     hist_epochs: Optional[list[int]] = None  # epochs whose current/weight histograms are kept; None: a default set
     tensorboard: bool = False
+    strict: bool = False                   # stop (exit 5, run saved) on a health warning (health.py)
 
     def histogram_epochs(self) -> list[int]:
         if self.hist_epochs is not None:

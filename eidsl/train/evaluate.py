@@ -12,10 +12,10 @@ from eidsl.train import checkpoint as ckpt
 from eidsl.data import datasets
 from eidsl import ir
 from eidsl.train import metrics
-from eidsl.train import probe
 from eidsl.api import build_graph, unwrap
 from eidsl.train.config import ConfigError, TrainConfig
 from eidsl.errors import EidslError
+from eidsl.train import monitor
 
 LAST, BEST = "last.safetensors", "best.safetensors"
 
@@ -27,7 +27,8 @@ class TrainingError(EidslError):
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
              with_rates: bool = True, sum_over_ranks: Callable | None = None) -> dict[str, Any]:
-    """Test loss, accuracy and (eager networks) per-layer firing rates. In multi-process training
+    """Test loss, accuracy and (eager networks) every population's rate (monitor.py): `rates` of the
+    spiking populations, `interneuron_rates` of the rate-coded ones. In multi-process training
     each rank evaluates its share of the test set and `sum_over_ranks` adds up the counts."""
     net = unwrap(model)
     meter = metrics.EpochMeter()
@@ -37,14 +38,16 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
         x, y = x.to(device), y.to(device)
         if with_rates:
             env = net.run(x, keep=True)
-            logits, rates = env[net.plan.output], probe.firing_rates(net, env)
+            logits, rates = env[net.plan.output], monitor.rates(net, env)
         else:
             logits, rates = model(x), None
         meter.add(F.cross_entropy(logits, y), logits, y, rates)
     model.train(was_training)
     if sum_over_ranks is not None:
         meter = meter.total(sum_over_ranks)
-    return {"loss": meter.mean_loss, "accuracy": meter.accuracy, "rates": meter.mean_rates()}
+    spiking, interneurons = monitor.split(meter.mean_rates(), monitor.populations(net))
+    return {"loss": meter.mean_loss, "accuracy": meter.accuracy, "rates": spiking,
+            "interneuron_rates": interneurons}
 
 
 def check_data_fits(graph: ir.Graph, info: datasets.DatasetInfo) -> None:

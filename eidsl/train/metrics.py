@@ -22,6 +22,10 @@ class EpochMeter:
         self.seen = 0
         self.rates: dict[str, float] = {}
         self.rate_batches = 0
+        # Each population's lowest and highest batch rate: "silent/saturated for a whole epoch"
+        # (health.py) means every sampled batch was.
+        self.rate_min: dict[str, float] = {}
+        self.rate_max: dict[str, float] = {}
         self.lr = 0.0                 # the learning rate of the latest batch
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
@@ -31,8 +35,11 @@ class EpochMeter:
         self.correct += int((logits.detach().argmax(1) == y).sum())
         self.seen += n
         if rates:
-            for name, r in rates.items():
-                self.rates[name] = self.rates.get(name, 0.0) + float(r)
+            values = torch.stack(list(rates.values())).tolist()   # one host sync for all of them
+            for name, r in zip(rates, values):
+                self.rates[name] = self.rates.get(name, 0.0) + r
+                self.rate_min[name] = min(self.rate_min.get(name, r), r)
+                self.rate_max[name] = max(self.rate_max.get(name, r), r)
             self.rate_batches += 1
 
     def total(self, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor]) -> "EpochMeter":
@@ -45,6 +52,8 @@ class EpochMeter:
         total = EpochMeter()
         total.loss, total.correct, total.seen, total.rate_batches = t[0], round(t[1]), round(t[2]), round(t[3])
         total.rates, total.lr = dict(zip(names, t[4:])), self.lr
+        # The ranks' batch rates are of their shares; the extremes stay this rank's own.
+        total.rate_min, total.rate_max = dict(self.rate_min), dict(self.rate_max)
         return total
 
     def merge(self, other: "EpochMeter") -> None:
@@ -53,6 +62,10 @@ class EpochMeter:
         self.seen += other.seen
         for name, r in other.rates.items():
             self.rates[name] = self.rates.get(name, 0.0) + r
+        for name, r in other.rate_min.items():
+            self.rate_min[name] = min(self.rate_min.get(name, r), r)
+        for name, r in other.rate_max.items():
+            self.rate_max[name] = max(self.rate_max.get(name, r), r)
         self.rate_batches += other.rate_batches
 
     @property
@@ -75,6 +88,8 @@ class EpochMeter:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
+        self.rate_min = dict(state.get("rate_min") or {})   # checkpoints written before these existed
+        self.rate_max = dict(state.get("rate_max") or {})
 
 
 def append(path: Path, record: dict[str, Any]) -> None:

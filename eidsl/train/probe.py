@@ -19,12 +19,14 @@ BINS = 64
 
 
 def spiking_layers(net: Network) -> list[str]:
-    """Populations with LIF neurons, in plan order."""
-    return [step.outs[0] for step in net.plan.steps if step.op == "lif"]
+    """Populations with LIF neurons, E and I, those inside recurrent loops included, in plan order."""
+    from eidsl.train.monitor import populations
+    return [p.name for p in populations(net) if p.spiking]
 
 
 def firing_rates(net: Network, env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mean spike probability per LIF population (detached scalar tensors, no host sync)."""
+    """Mean spike probability per LIF population (detached scalar tensors, no host sync);
+    monitor.rates also gives the rate-coded interneurons."""
     return {name: env[name].detach().float().mean() for name in spiking_layers(net)}
 
 

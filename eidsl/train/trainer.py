@@ -47,8 +47,11 @@ from eidsl.api import build_graph, compile_network, ei_init, optimizer as make_o
 from eidsl.train.config import ConfigError, TrainConfig
 from eidsl.errors import EidslError
 from eidsl.train.evaluate import BEST, LAST, TrainingError, evaluate, load_data, test_loader
+from eidsl.train import health, monitor
 
-__all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "TrainingError"]
+__all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "TrainingError", "HealthError"]
+
+HealthError = health.HealthError
 
 HIST_SAMPLES = 256
 DATA_DEPENDENT_INITS = ("ei_balanced", "gain_control")
@@ -98,7 +101,8 @@ class Trainer:
 
     def __init__(self, graph: ir.Graph, cfg: TrainConfig, run_dir: str | Path, *, spec: str | None = None,
                  sets: dict[str, str] | None = None, log: Callable[[str], None] = print, progress: bool = False,
-                 on_batch_end: Callable | None = None, on_epoch_end: Callable | None = None):
+                 on_batch_end: Callable | None = None, on_epoch_end: Callable | None = None,
+                 warn: Callable[[str], None] | None = None):
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training setting 'device' = 'cuda': no CUDA device is available; use --device cpu")
         self.world = distributed.join(cfg.device)
@@ -107,6 +111,8 @@ class Trainer:
         self.run = Path(self.world.broadcast(str(run_dir)))   # a default folder name is rank 0's
         self.spec, self.sets = spec, dict(sets or {})
         self.log = log if self.world.main else _silent
+        warn = warn or (lambda line: log(line))
+        self.warn = warn if self.world.main else _silent
         self.show_progress = progress and self.world.main
         self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
         self.writer = self._tensorboard() if cfg.tensorboard and self.world.main else None
@@ -139,6 +145,9 @@ class Trainer:
         self.meter = metrics.EpochMeter()
         self.epoch_seconds = 0.0
         self.needs_init = any(s.init.rule in DATA_DEPENDENT_INITS for s in self.net.param_specs.values())
+        self.populations = monitor.populations(self.net)
+        self.warned: set[str] = set()     # health warnings already printed (each is printed once per run)
+        self._last_x: torch.Tensor | None = None   # the epoch's last batch, for the health check
         self._epoch_rng: torch.Tensor | None = None   # the data generator at the start of this epoch
         self._in_epoch = False
         self._mutating = False
@@ -195,7 +204,8 @@ class Trainer:
         from eidsl import __version__
         return {"format": "eidsl-run/1", "spec": self.spec, "sets": self.sets,
                 "network": {"name": self.graph.name, "params": self.graph.params,
-                            "layers": probe.spiking_layers(self.net)},
+                            "layers": probe.spiking_layers(self.net),
+                            "populations": monitor.describe(self.net)},
                 "parameters": sum(p.numel() for p in self.net.parameters()),
                 "train": self.cfg.model_dump(), "data": asdict(self.info),
                 "iterations_per_epoch": self.iters_per_epoch, "histogram_epochs": self.cfg.histogram_epochs(),
@@ -227,6 +237,7 @@ class Trainer:
         self.epoch, self.batch, self.best, self.last = s["epoch"], s["batch"], s["best"], s["last"]
         self.meter.load_state_dict(s["meter"])
         self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
+        self.warned = set(s.get("warned", []))
         if self.world.main:
             metrics.truncate(self.run / "metrics.jsonl", self.epoch)
             self._settle_best(c)
@@ -253,7 +264,8 @@ class Trainer:
                  "needs_init": self.needs_init,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": {**ckpt.capture_rng(), "data": data_state},
-                 "meter": self.meter.state_dict(), "epoch_seconds": self.epoch_seconds}
+                 "meter": self.meter.state_dict(), "epoch_seconds": self.epoch_seconds,
+                 "warned": sorted(self.warned)}
         ckpt.save(path, self.net.state_dict(), state, self._meta())
         return path
 
@@ -341,7 +353,8 @@ class Trainer:
         if sample_rates and env is None:
             env = self._sample(x)
         batch = metrics.EpochMeter()
-        batch.add(loss, logits, y, probe.firing_rates(self.net, env) if sample_rates else None)
+        batch.add(loss, logits, y, monitor.rates(self.net, env) if sample_rates else None)
+        self._last_x = x
         if self.world.distributed:
             batch = batch.total(self.world.sum)
         if not math.isfinite(batch.mean_loss):   # every rank sees the same sums, so all stop together
@@ -383,11 +396,14 @@ class Trainer:
     def _finish_epoch(self) -> None:
         cfg = self.cfg
         epoch = self.epoch + 1
+        spiking, interneurons = monitor.split(self.meter.mean_rates(), self.populations)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": self.meter.mean_loss,
                                   "train_accuracy": self.meter.accuracy,
-                                  "lr": self.meter.lr, "firing_rates": self.meter.mean_rates(),
-                                  "firing_rate": self.meter.mean_rate(),
+                                  "lr": self.meter.lr, "firing_rates": spiking,
+                                  "firing_rate": sum(spiking.values()) / len(spiking) if spiking else None,
                                   "step_seconds": self.epoch_seconds / max(self.iters_per_epoch, 1)}
+        if interneurons:
+            record["interneuron_rates"] = interneurons
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             started = time.perf_counter()
             if self.world.distributed:   # each rank tests its share on the bare network, no DDP collectives
@@ -397,11 +413,21 @@ class Trainer:
             self.epoch_seconds += time.perf_counter() - started
             record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
                           test_firing_rates=result["rates"])
+            if result.get("interneuron_rates"):
+                record["test_interneuron_rates"] = result["interneuron_rates"]
+        warnings = self._health(epoch)
+        if warnings:
+            record["warnings"] = [w.to_json() for w in warnings]
         record["seconds"] = self.epoch_seconds
         if self.world.main:
             metrics.append(self.run / "metrics.jsonl", record)
         self._tensorboard_epoch(record)
         self.log(self._summary_line(record))
+        # Under --strict the first warning is the stop's own message.
+        for w in warnings[1:] if cfg.strict else warnings:
+            if w.key not in self.warned:
+                self.warn(f"warning: {w.message}")
+        self.warned.update(w.key for w in warnings)
 
         self._mutating = True
         self.epoch, self.batch, self.last, self._in_epoch = epoch, 0, record, False
@@ -415,15 +441,16 @@ class Trainer:
                       self._meta(test_accuracy=record["test_accuracy"]))
         if epoch in cfg.histogram_epochs():
             self._record_histograms(epoch)
+        if cfg.strict and self.world.any(bool(warnings)):   # every rank stops after the same epoch
+            raise self._strict_stop(epoch, warnings)
         self._safe_point(self.on_epoch_end)
 
     # ---------------------------------------------------------------- reporting
 
     def _stats(self) -> str:
         m = self.meter
-        rate = m.mean_rate()
-        return (f"loss {m.mean_loss:.4f}  acc {100 * m.accuracy:.1f}%  lr {m.lr:.2e}"
-                + (f"  rate {rate:.3f}" if rate is not None else ""))
+        rates = monitor.summary(m.mean_rates(), self.populations)
+        return f"loss {m.mean_loss:.4f}  acc {100 * m.accuracy:.1f}%  lr {m.lr:.2e}" + (f"  {rates}" if rates else "")
 
     def _summary_line(self, r: dict[str, Any]) -> str:
         rates = r["firing_rates"]
@@ -432,8 +459,11 @@ class Trainer:
         if "test_accuracy" in r:
             line += f"  test loss {r['test_loss']:.4f} acc {100 * r['test_accuracy']:.2f}%"
         line += f"  lr {r['lr']:.2e}"
-        if rates:
-            line += f"  rate {sum(rates.values()) / len(rates):.3f}"
+        summary = monitor.summary({**rates, **r.get("interneuron_rates", {})}, self.populations)
+        if summary:
+            line += f"  {summary}"
+        if r.get("warnings"):
+            line += f"  [{len(r['warnings'])} warning{'s' if len(r['warnings']) > 1 else ''}]"
         return line + f"  {r['seconds']:.1f}s"
 
     def final_line(self) -> str:
@@ -474,7 +504,7 @@ class Trainer:
         for key, value in record.items():
             if isinstance(value, (int, float)) and key != "epoch":
                 self.writer.add_scalar(key.replace("_", "/", 1), value, step)
-        for group in ("firing_rates", "test_firing_rates"):
+        for group in ("firing_rates", "test_firing_rates", "interneuron_rates", "test_interneuron_rates"):
             for layer, value in record.get(group, {}).items():
                 self.writer.add_scalar(f"{group}/{layer}", value, step)
         self.writer.flush()
@@ -508,6 +538,28 @@ class Trainer:
             self.save()
             saved = f"saved {self.checkpoints / LAST} at {where}"
         return Interrupted(f"interrupted: {saved}\nresume with: eidsl train --resume {self.run}")
+
+    def _health(self, epoch: int) -> list[health.HealthWarning]:
+        """This epoch's health warnings (health.py). A population counts as silent or saturated when it was
+        in every measured batch, on every rank."""
+        m = self.meter
+        flags = health.rate_flags(self.populations, m.rate_min, m.rate_max)
+        if self.world.distributed:
+            names = [p.name for p in self.populations]
+            votes = torch.tensor([[flags.get(n) == "saturated", flags.get(n) == "silent"] for n in names],
+                                 dtype=torch.float64).reshape(-1, 2)
+            votes = self.world.sum(votes)
+            flags = {n: kind for n, (sat, sil) in zip(names, votes.tolist())
+                     for kind, v in (("saturated", sat), ("silent", sil)) if v == self.world.size}
+        return health.check(self.net, self.populations, flags, m.mean_rates(), epoch, self._last_x)
+
+    def _strict_stop(self, epoch: int, warnings: list[health.HealthWarning]) -> health.HealthError:
+        first = warnings[0].message if warnings else "another training process found a health warning"
+        more = f" (and {len(warnings) - 1} more, in {self.run / 'metrics.jsonl'})" if len(warnings) > 1 else ""
+        return health.HealthError(
+            f"training stopped by --strict after epoch {epoch}: {first}{more}. The run is saved and intact: "
+            f"{self.checkpoints / LAST} (epoch {epoch}); look at it with `eidsl plot {self.run}`, or continue "
+            f"without the stop: eidsl train --resume {self.run} --no-strict")
 
     def _nonfinite(self, x: torch.Tensor, what: str) -> NonFiniteError:
         first = probe.first_nonfinite(self.net, x)
