@@ -361,19 +361,52 @@ def test_nonfinite_hidden_weights_stop_before_the_update_spreads_them(tmp_path):
 # ---------------------------------------------------------------- eval and plot
 
 
-def test_eval_prints_the_runs_accuracy(full_run):
+def test_eval_reports_checkpoint_loss_accuracy_and_rates(full_run):
     run, _ = full_run
-    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_accuracy"]
-    code, output = cli("eval", run)
-    assert code == 0 and output.strip() == f"test accuracy: {100 * final:.2f}%"
-    code, output = cli("eval", run / "checkpoints" / "last.safetensors", "--data", "digits")
-    assert code == 0 and output.strip() == f"test accuracy: {100 * final:.2f}%"
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    for target, extra in ((run, ()), (run / "checkpoints" / "last.safetensors", ("--data", "digits"))):
+        code, output = cli("eval", target, "--threads", 1, *extra)
+        assert code == 0, output
+        assert f"checkpoint: {run / 'checkpoints' / 'last.safetensors'} (network mlp" in output
+        assert "epoch 3)" in output and "data: digits test split" in output
+        assert f"test accuracy: {100 * final['test_accuracy']:.2f}%" in output
+        loss = float(re.search(r"test loss: ([0-9.]+)", output).group(1))
+        assert loss == pytest.approx(final["test_loss"], abs=1e-4)
+        rate = float(re.search(r"layer_1\.E\s+([0-9.]+)", output).group(1))
+        assert 0 < rate < 1
+    code, output = cli("eval", run, "--json")
+    got = json.loads(output)
+    assert got["accuracy"] == pytest.approx(final["test_accuracy"]) and set(got["rates"]) >= {"layer_1.E"}
 
 
 def test_eval_on_data_that_does_not_fit_is_a_clear_error(full_run):
     run, _ = full_run
     code, output = cli("eval", run, "--data", "mnist5k")
-    assert code == 2 and "--set input=[1,28,28]" in output and "Traceback" not in output
+    assert code == 2 and "Traceback" not in output
+    # eval takes no --set: the fix it names is another data set, or training a network for this one.
+    assert "eidsl train SPEC --set input=[1,28,28]" in " ".join(output.split())
+    assert "build it for this data with --set" not in output
+
+
+def test_fine_tuning_starts_from_the_checkpoints_weights(full_run, tmp_path):
+    run, _ = full_run
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_accuracy"]
+    toml = tmp_path / "still.toml"
+    # A learning rate that cannot move the weights: the first epoch must score what the source scored.
+    toml.write_text("[train]\nwarmup_epochs = 0\nshift = 0\nweight_decay = 0\n")
+    tuned = tmp_path / "tuned"
+    code, output = cli("train", "--weights", run, "--data", "digits", "--epochs", 1, "--lr", 1e-12,
+                       "--threads", 1, "--config", toml, "--out", tuned)
+    assert code == 0, output
+    first = json.loads((tuned / "metrics.jsonl").read_text().splitlines()[0])["test_accuracy"]
+    assert first == pytest.approx(final) and first > 0.5
+    saved = json.loads((tuned / "config.json").read_text())
+    assert saved["weights"] == str(run) and "mlp.ei" in saved["spec_text"]["files"]
+    # Weights of another network (depth 2 there, 4 here) are refused before a run folder exists.
+    code, output = cli("train", SPECS / "mlp.ei", "--set", "input=[1,8,8]", "--weights", run, "--data", "digits",
+                       "--out", tmp_path / "other")
+    assert code == 2 and "depth=2 there, 4 here" in " ".join(output.split()), output
+    assert not (tmp_path / "other").exists()
 
 
 def test_plot_writes_pngs(full_run, tmp_path):

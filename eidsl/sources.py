@@ -1,0 +1,58 @@
+"""The text a network was built from: its spec file and every file it imports, read once.
+
+A run, a sweep cell or an imported checkpoint records this text rather than a path: a path
+names whatever the file holds later (or nothing, from another working directory), the text
+is what was compiled. `fingerprint` hashes it with everything else that decides a result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+
+def spec_sources(spec: str | Path, include=()) -> dict[str, Any]:
+    """{"root": name, "files": {name: text}}: the spec and, transitively, its imports.
+
+    Names are paths relative to the spec's folder where they lie below it, else
+    `std/...` for the standard library or the file's absolute path."""
+    from .elaborate import STDLIB, _real, _resolve_import
+    from .parser import parse_file
+    root = _real(Path(spec))
+    roots = [root.parent, STDLIB.resolve(), *[_real(Path(p)) for p in include]]
+    files: dict[str, str] = {}
+    seen: set[Path] = set()
+    todo = [root]
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        files[_name(path, root.parent, STDLIB.resolve())] = path.read_text()
+        try:
+            module = parse_file(path)
+        except SpecError:
+            continue    # the text is recorded; the compiler reports the error itself
+        for imp in module.imports:
+            try:
+                todo.append(_resolve_import(imp, path, roots))
+            except SpecError:
+                continue
+    return {"root": _name(root, root.parent, STDLIB.resolve()), "files": files}
+
+
+def _name(path: Path, base: Path, stdlib: Path) -> str:
+    if path.is_relative_to(base):
+        return str(path.relative_to(base))
+    if path.is_relative_to(stdlib):
+        return "std/" + str(path.relative_to(stdlib))
+    return str(path)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (sorted keys): equal inputs, equal hash."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
