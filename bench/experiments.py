@@ -3,7 +3,8 @@
     python bench/experiments.py [--quick] [--jobs 2] [--only depth,ablation,...] [--out runs/experiments]
 
 Every experiment is a resumable sweep (`eidsl sweep` underneath): rerunning skips
-finished cells. Tables land in OUT/<experiment>/results.md, figures in OUT/img/.
+finished cells whose inputs are unchanged. Tables land in OUT/<experiment>/results-GRIDKEY.md,
+figures in OUT/img/.
 `--jobs 2` runs two experiments at a time, one torch thread each (the full set then fits
 90 minutes on 2 cores). `--quick` is the same set on a CI budget: one or two epochs, the
 robust cells of each grid (about 3 minutes with `--jobs 2`).
