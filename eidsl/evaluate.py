@@ -67,10 +67,18 @@ def check_data_fits(graph: ir.Graph, info: datasets.DatasetInfo, trained: bool =
 
 
 def load_data(graph: ir.Graph, cfg: TrainConfig, trained: bool = False):
+    """The data, with a random shift the image can take (budget.fit_shift: adapted or refused)."""
+    from .budget import fit_shift
     T = graph.node(graph.input_name).T
-    train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed,
-                                       shift=cfg.shift)
+    train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed)
     check_data_fits(graph, info, trained)
+
+    def refuse(field: str, why: str):
+        from .config import _bad
+        raise ConfigError(_bad(field, getattr(cfg, field), cfg._origin, why))
+    cfg._notes += fit_shift(cfg, info, cfg._layers, refuse)
+    if cfg.augment and cfg.shift:
+        datasets.add_shift(train, info, cfg.shift, cfg.seed)
     return train, test, info
 
 

@@ -112,6 +112,8 @@ class Trainer:
             keep_freed_memory()
         _seed_everything(cfg.seed)
         self.train_set, self.test_set, self.info = load_data(graph, cfg)
+        for note in cfg._notes:
+            self.log(f"note: {note}")
         if self.world.distributed:
             self._check_shares()
         self.net = build_graph(graph, cfg.seed).to(self.device)
@@ -170,7 +172,7 @@ class Trainer:
                 "network": {"name": self.graph.name, "params": self.graph.params,
                             "layers": probe.spiking_layers(self.net)},
                 "parameters": sum(p.numel() for p in self.net.parameters()),
-                "train": self.cfg.model_dump(), "data": asdict(self.info),
+                "train": self.cfg.model_dump(), "adapted": list(self.cfg._notes), "data": asdict(self.info),
                 "iterations_per_epoch": self.iters_per_epoch, "histogram_epochs": self.cfg.histogram_epochs(),
                 "versions": {"eidsl": __version__, "torch": torch.__version__},
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -86,6 +86,61 @@ def test_cli_reports_a_bad_option_in_one_line(tmp_path):
     assert "Traceback" not in output and not (tmp_path / "r").exists()
 
 
+# ---------------------------------------------------------------- short runs and small images (budget.py)
+
+
+def test_an_inherited_warmup_keeps_its_share_of_a_shorter_run():
+    spec = ("the train block of mlp.ei", {"epochs": 10, "warmup_epochs": 2, "shift": 2})
+    cfg = resolve([spec, ("--epochs", {"epochs": 1})])
+    assert cfg.warmup_epochs == pytest.approx(0.2)
+    assert cfg._notes and "keeps its share (20%)" in cfg._notes[0]
+    # A TOML file's warm-up, then --epochs: its share of the spec's 10 epochs.
+    cfg = resolve([spec, ("t.toml", {"warmup_epochs": 5}), ("--epochs", {"epochs": 4})])
+    assert cfg.warmup_epochs == pytest.approx(2.0)
+    # Shorter than the run: nothing changes, nothing is said.
+    cfg = resolve([spec, ("--epochs", {"epochs": 3})])
+    assert cfg.warmup_epochs == 2 and cfg._notes == []
+
+
+@pytest.mark.parametrize("layers", [
+    [("t.toml", {"epochs": 2, "warmup_epochs": 2})],                          # asked for together
+    [("--epochs", {"epochs": 3}), ("t.toml", {"warmup_epochs": 5})],          # asked for after the budget
+    [("t.toml", {"warmup_epochs": 25})],                                      # longer than the default 20
+])
+def test_a_warmup_asked_for_as_long_as_the_run_is_refused(layers):
+    with pytest.raises(ConfigError, match="'warmup_epochs' = .* not shorter than the run"):
+        resolve(layers)
+
+
+def test_an_inherited_shift_keeps_its_share_of_a_smaller_image():
+    from eidsl.evaluate import load_data
+    graph = load_graph(SPECS / "mlp.ei", TINY)
+    spec = ("the train block of mlp.ei", {"data": "mnist5k", "shift": 2})
+    cfg = resolve([spec, ("--data", {"data": "digits"})])
+    train, _, _ = load_data(graph, cfg)
+    # 2 pixels of a 28x28 digit are 0 of an 8x8 one: no shift step, and the run says why.
+    assert cfg.shift == 0 and "RandomShift" not in repr(train.pipeline.steps)
+    assert any("shift 0 pixels instead of 2" in n and "8x8" in n for n in cfg._notes)
+    # Asked for on digits itself: a quarter of the image is refused, 1 pixel is kept.
+    with pytest.raises(ConfigError, match=r"'shift' = 2 \(from t.toml\): a digits image is 8x8 pixels.*at most 1"):
+        load_data(graph, resolve([("t.toml", {"data": "digits", "shift": 2})]))
+    cfg = resolve([("t.toml", {"data": "digits", "shift": 1})])
+    train, _, _ = load_data(graph, cfg)
+    assert cfg.shift == 1 and "RandomShift(max_shift=1)" in repr(train.pipeline.steps) and cfg._notes == []
+
+
+def test_a_short_run_on_small_images_says_what_it_adapted(tmp_path):
+    run = tmp_path / "run"
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", 1,
+                       "--threads", 1, "--out", run)
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "note: warm-up 0.067 epochs instead of 2" in text and "note: shift 0 pixels instead of 2" in text
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["warmup_epochs"] == pytest.approx(0.067) and saved["train"]["shift"] == 0
+    assert len(saved["adapted"]) == 2
+
+
 # ---------------------------------------------------------------- schedule
 
 
