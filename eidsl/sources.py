@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,19 @@ def _name(path: Path, base: Path, stdlib: Path) -> str:
     if path.is_relative_to(stdlib):
         return "std/" + str(path.relative_to(stdlib))
     return str(path)
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of eidsl's own code (the eidsl and compiler packages): the version string alone does
+    not change when a checkout is edited, and a changed compiler can change a result."""
+    import compiler
+    h = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(compiler.__file__).parent):
+        for path in sorted(package.rglob("*")):
+            if path.suffix in (".py", ".ei", ".lark") and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(package.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def fingerprint(*parts: Any) -> str:

@@ -2,7 +2,7 @@
 
 A cell is named by its values and a key: the hash of everything that decides its result
 (the text of the spec and of every file it imports, the --set values, the training options,
-the eidsl version). A finished cell (`result.json` holding the same key) is never rerun, so
+the eidsl version and a hash of its code). A finished cell (`result.json` holding the same key) is never rerun, so
 an interrupted sweep continues where it stopped; changing any input gives new cells, never
 the old results. Each grid writes its own table, `results-GRIDKEY.{md,json}`. Each cell trains
 in its own process (`eidsl train`), so a cell that fails or diverges is recorded and the
@@ -97,8 +97,9 @@ class Sweep:
     def inputs(self) -> dict:
         """What every cell's result depends on, besides the cell's own values."""
         from . import __version__
-        from .sources import spec_sources
-        return {"spec": spec_sources(self.spec), "sets": self.sets, "train": self.train_args, "eidsl": __version__}
+        from .sources import code_fingerprint, spec_sources
+        return {"spec": spec_sources(self.spec), "sets": self.sets, "train": self.train_args,
+                "eidsl": __version__, "code": code_fingerprint()}
 
     def cell_key(self, cell: Cell, inputs: dict | None = None) -> str:
         from .sources import fingerprint

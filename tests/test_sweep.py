@@ -132,3 +132,13 @@ def test_sweep_cli_reruns_a_cell_whose_settings_changed(tmp_path):
     assert epochs == [1, 2]
     again = CliRunner().invoke(app, args + ["--epochs", "2"])
     assert "done before, same inputs" in again.output
+
+
+def test_a_change_of_eidsls_code_gives_new_cells(tmp_path, fake_train, monkeypatch):
+    from eidsl import sources
+    args = (SPECS / "mlp.ei", parse_grid(["ratio=2"]), tmp_path, {"depth": "2"}, ["--epochs", "1"])
+    Sweep(*args).run(echo=lambda line: None)
+    assert len(fake_train.commands) == 1
+    monkeypatch.setattr(sources, "code_fingerprint", lambda: "another-build")
+    Sweep(*args).run(echo=lambda line: None)
+    assert len(fake_train.commands) == 2
