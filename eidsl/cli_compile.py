@@ -107,8 +107,10 @@ def import_deepeisnn(ckpt_file: Path = typer.Argument(..., help="reference check
     graph = load_graph(spec, overrides, include or ())
     net = build_graph(graph)
     mapping = convert(net, state)
-    meta = {"graph": graph.to_json(), "spec": str(spec), "spec_text": spec_sources(spec, include or ()),
-            "sets": overrides, "source": str(ckpt_file), "imported": "deepeisnn",
+    # Absolute paths: they only say where the text came from (spec_text is what was compiled),
+    # and must still say so read from another folder.
+    meta = {"graph": graph.to_json(), "spec": str(spec.resolve()), "spec_text": spec_sources(spec, include or ()),
+            "sets": overrides, "source": str(ckpt_file.resolve()), "imported": "deepeisnn",
             "data": graph.train.get("data"), "data_dir": None}
     ckpt.save(output, net.state_dict(), None, meta)
     out.print(f"imported {len(mapping)} tensors from {ckpt_file} into {output} ({net.plan.name}, "

@@ -124,7 +124,9 @@ def test_imported_weights_evaluate_from_anywhere(tmp_path, monkeypatch):
 
     result = run("eval", work / "w.safetensors", "--threads", 1)
     assert result.exit_code == 0, result.output
-    assert "imported from ref.pth (deepeisnn)" in result.output and "data: mnist5k test split" in result.output
+    flat = " ".join(result.output.split())
+    assert f"of {work / 'mine.ei'};" in flat and f"imported from {work / 'ref.pth'} (deepeisnn)" in flat
+    assert "data: mnist5k test split" in result.output
 
     # The same number computed here, from the reference state dict and the spec in the repository.
     net = eidsl.build(SPECS / "mlp.ei").eval()
