@@ -3,7 +3,8 @@
     python bench/experiments.py [--quick] [--jobs 2] [--only depth,ablation,...] [--out runs/experiments]
 
 Every experiment is a resumable sweep (`eidsl sweep` underneath): rerunning skips
-finished cells. Tables land in OUT/<experiment>/results.md, figures in OUT/img/.
+finished cells whose inputs are unchanged. Tables land in OUT/<experiment>/results-GRIDKEY.md,
+figures in OUT/img/.
 `--jobs 2` runs two experiments at a time, one torch thread each (the full set then fits
 90 minutes on 2 cores). `--quick` is the same set on a CI budget: one or two epochs, the
 robust cells of each grid (about 3 minutes with `--jobs 2`).
@@ -77,24 +78,25 @@ def run(name: str, jobs: list[dict], out: Path, epochs: int | None = None, threa
         folder = out / name / label if name in ("ablation", "motifs", "ratio") else out / name
         # One torch thread per run: on a busy or 2-core machine that is faster than two, and two
         # experiments can then run side by side.
-        train_args = ["--data", "mnist5k", "--seed", "0", "--threads", str(threads)]
+        train_args = ["--data", "mnist5k", "--seed", "0"]
         if job.get("epochs") or epochs:
             train_args += ["--epochs", str(job.get("epochs") or epochs)]
-        sweep = Sweep(job["spec"], parse_grid(job["grid"]), folder, job.get("sets", {}), train_args)
+        sweep = Sweep(job["spec"], parse_grid(job["grid"]), folder, job.get("sets", {}), train_args,
+                      run_args=["--threads", str(threads)])
         for r in sweep.run(lambda line: print(f"  {name}/{label}: {line}", flush=True)):
             results.append({**r, "job": label, "spec": job["spec"].name})
         if job["grid"]:
             with _PLOT:
-                plot_sweep(sweep_results(folder), [k for k, _ in parse_grid(job["grid"])],
+                plot_sweep(sweep_results(sweep), [k for k, _ in parse_grid(job["grid"])],
                            out / "img" / f"{name}-{label}.png")
     (out / name).mkdir(parents=True, exist_ok=True)
     (out / name / "all.json").write_text(json.dumps(results, indent=1))
     return results
 
 
-def sweep_results(folder: Path) -> list[dict]:
-    path = folder / "results.json"
-    return json.loads(path.read_text()) if path.exists() else []
+def sweep_results(sweep: Sweep) -> list[dict]:
+    path = sweep.table_paths()[1]
+    return json.loads(path.read_text())["cells"] if path.exists() else []
 
 
 def init_rates(out: Path, depth: int = 16) -> dict[str, list[float]]:

@@ -43,6 +43,8 @@ def imports(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if all(a.name.startswith("__") for a in node.names):
+                continue     # `from eidsl import __version__` reads a constant, not the package's face
             subs = {f"{node.module}.{a.name}" for a in node.names} & known
             found |= subs or {node.module}
     return {m for m in found if m.split(".")[0] in ("eidsl", "eidsl_compiler")}
@@ -56,7 +58,7 @@ def stage_graph() -> nx.DiGraph:
         src = stage(module_name(f))
         for target in imports(f, known):
             dst = stage(target)
-            if dst != src and target != "eidsl.__version__":
+            if dst != src:
                 graph.add_edge(src, dst, where=f"{module_name(f)} imports {target}")
     return graph
 

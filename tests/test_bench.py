@@ -1,4 +1,6 @@
 """The benchmark's own pieces: the conv-only floor, interleaved timing, the command line."""
+import sys
+
 import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
@@ -84,3 +86,14 @@ def test_bench_command_refuses_an_unknown_precision():
     result = CliRunner().invoke(app, ["bench", "--amp", "fp8"])
     assert result.exit_code == 2
     assert "--amp takes bf16" in result.output
+
+
+def test_bench_outside_a_checkout_is_a_clean_error(monkeypatch):
+    # An installed eidsl has no bench/ package: None in sys.modules makes its import fail as it would there.
+    for name in [m for m in sys.modules if m == "bench" or m.startswith("bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "bench", None)
+    result = CliRunner().invoke(app, ["bench", "--quick"])
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output
+    assert "needs the bench/ folder" in result.output and "hint: run it from a checkout" in result.output

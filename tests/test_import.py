@@ -97,3 +97,43 @@ def test_eidsl_checkpoint_of_another_spec_is_refused_whole():
     compiled = torch.compile(eidsl.build(SPECS / "mlp.ei", seed=3))
     load_state(ratio4, compiled.state_dict())
     assert torch.equal(ratio4.get_parameter("layer_1.E.W_EE"), compiled.get_parameter("_orig_mod.layer_1.E.W_EE"))
+
+
+def test_imported_weights_evaluate_from_anywhere(tmp_path, monkeypatch):
+    """import-deepeisnn -> eval: the file carries its network and spec text, so neither the working
+    folder nor the spec file matter afterwards."""
+    import shutil
+
+    from eidsl.train import checkpoint as ckpt
+    from eidsl.data import datasets
+    ref = fixture("EI-SNN_MLP4_MNIST_b8.pt")
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copy(SPECS / "mlp.ei", work / "mine.ei")
+    torch.save({"model_state_dict": ref["state_dict"]}, work / "ref.pth")
+    monkeypatch.chdir(work)
+    result = run("import-deepeisnn", "ref.pth", "--spec", "mine.ei", "-o", "w.safetensors")
+    assert result.exit_code == 0, result.output
+    meta = ckpt.load(work / "w.safetensors", with_state=False).meta
+    assert meta["spec_text"]["files"]["mine.ei"] == (SPECS / "mlp.ei").read_text()
+    assert "motif ei_layer" in meta["spec_text"]["files"]["std/std.ei"]
+    (work / "mine.ei").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = run("eval", work / "w.safetensors", "--threads", 1)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert f"of {work / 'mine.ei'};" in flat and f"imported from {work / 'ref.pth'} (deepeisnn)" in flat
+    assert "data: mnist5k test split" in result.output
+
+    # The same number computed here, from the reference state dict and the spec in the repository.
+    net = eidsl.build(SPECS / "mlp.ei").eval()
+    load_state(net, load_file(work / "w.safetensors"))
+    _, test, _ = datasets.load("mnist5k", T=4, augment=False)
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        acc = float((net(x).argmax(1) == y).float().mean())
+    assert f"test accuracy: {100 * acc:.2f}%" in result.output

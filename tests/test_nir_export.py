@@ -200,9 +200,12 @@ def test_export_refuses_divisive_networks_unless_lossy(tmp_path):
     assert "5 construct(s) above are not expressible in NIR; nothing written" in flat
     assert flat.count("divisive (shunting) inhibition") == 5
 
-    res = runner.invoke(app, ["export", "nir", str(SPECS / "vgg.ei"), "--lossy", "-o", str(out)])
+    res = runner.invoke(app, ["export", "nir", str(SPECS / "vgg.ei"), "--lossy", "--samples", "4", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert res.output.count("divisor replaced by 1") == 5
+    # No CIFAR-10 files here (the spec's data set): measured on random inputs, and the report says so.
+    if "random inputs" in res.output.splitlines()[0]:
+        assert "4 random inputs (the spec's data set 'cifar10' could not be used" in " ".join(res.output.split())
     assert "data-free initial values (seed 0)" in res.output
     g = nir.read(out, type_check=True)
     assert g.check_types()
@@ -304,3 +307,46 @@ network delayed(T = 5) {
         expected = net(x)
     assert expected.abs().sum() > 0
     assert torch.allclose(nir_run.run(result.graph, x, 5), expected, atol=1e-6)
+
+
+def test_lossy_export_measures_its_deviation_first(tmp_path):
+    """The measured cost heads the report: logits and accuracy of the exported graph against eidsl's
+    on the same test samples, recomputed here from the written file."""
+    from eidsl.data import datasets
+    out = tmp_path / "mlp.nir"
+    args = ["export", "nir", str(SPECS / "mlp.ei"), "--set", "depth=2", "--set", "input=[1,8,8]", "--lossy",
+            "--data", "digits", "--samples", "64", "--seed", "3", "-o", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    head = " ".join(lines[0].split())
+    assert head.startswith("measured deviation of the exported graph from eidsl on 64 digits test samples")
+
+    graph = load_graph(SPECS / "mlp.ei", sets={"depth": "2", "input": "[1,8,8]"})
+    net = build_graph(graph, seed=3).eval()
+    _, test, _ = datasets.load("digits", T=4, augment=False)
+    x = torch.stack([test[i][0] for i in range(64)])
+    y = torch.tensor([test[i][1] for i in range(64)])
+    with torch.no_grad():
+        ours = net(x)
+    theirs = nir_run.run(nir.read(out), x, 4)
+    rel = float((theirs - ours).abs().max() / ours.abs().max())
+    assert rel > 0.01      # the divisor is gone: the graph does differ
+    acc_ours, acc_theirs = (float((o.argmax(1) == y).float().mean()) for o in (ours, theirs))
+    assert f"logits relative error {rel:.3g}" in head
+    assert f"accuracy {100 * acc_ours:.1f}% in eidsl, {100 * acc_theirs:.1f}% as exported" in head
+    assert nir.read(out).metadata["deviation"].startswith("64 digits test samples")
+    # Training-only rules stay out of the way unless asked for.
+    assert "training of" not in res.output and "--verbose lists them" in " ".join(res.output.split())
+    verbose = runner.invoke(app, args + ["--verbose"])
+    assert verbose.exit_code == 0 and "training of 'layer_1.E'" in verbose.output
+
+
+def test_deviation_of_an_exact_export_is_zero():
+    from eidsl.interop.nir_deviation import measure
+    graph = load_graph(SPECS / "mlp.ei", sets={"depth": "2", "family": "plain"})
+    net = build_graph(graph, seed=1).eval()
+    result = NX.export(graph, net, trained=True, weights="test")
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 3
+    dev = measure(graph, net, result.graph, x, None, "16 random inputs")
+    assert dev.rel_error < 1e-5 and dev.agree == 1.0 and dev.acc_eidsl is None

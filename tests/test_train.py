@@ -87,6 +87,61 @@ def test_cli_reports_a_bad_option_in_one_line(tmp_path):
     assert "Traceback" not in output and not (tmp_path / "r").exists()
 
 
+# ---------------------------------------------------------------- short runs and small images (budget.py)
+
+
+def test_an_inherited_warmup_keeps_its_share_of_a_shorter_run():
+    spec = ("the train block of mlp.ei", {"epochs": 10, "warmup_epochs": 2, "shift": 2})
+    cfg = resolve([spec, ("--epochs", {"epochs": 1})])
+    assert cfg.warmup_epochs == pytest.approx(0.2)
+    assert cfg._notes and "keeps its share (20%)" in cfg._notes[0]
+    # A TOML file's warm-up, then --epochs: its share of the spec's 10 epochs.
+    cfg = resolve([spec, ("t.toml", {"warmup_epochs": 5}), ("--epochs", {"epochs": 4})])
+    assert cfg.warmup_epochs == pytest.approx(2.0)
+    # Shorter than the run: nothing changes, nothing is said.
+    cfg = resolve([spec, ("--epochs", {"epochs": 3})])
+    assert cfg.warmup_epochs == 2 and cfg._notes == []
+
+
+@pytest.mark.parametrize("layers", [
+    [("t.toml", {"epochs": 2, "warmup_epochs": 2})],                          # asked for together
+    [("--epochs", {"epochs": 3}), ("t.toml", {"warmup_epochs": 5})],          # asked for after the budget
+    [("t.toml", {"warmup_epochs": 25})],                                      # longer than the default 20
+])
+def test_a_warmup_asked_for_as_long_as_the_run_is_refused(layers):
+    with pytest.raises(ConfigError, match="'warmup_epochs' = .* not shorter than the run"):
+        resolve(layers)
+
+
+def test_an_inherited_shift_keeps_its_share_of_a_smaller_image():
+    from eidsl.train.evaluate import load_data
+    graph = load_graph(SPECS / "mlp.ei", TINY)
+    spec = ("the train block of mlp.ei", {"data": "mnist5k", "shift": 2})
+    cfg = resolve([spec, ("--data", {"data": "digits"})])
+    train, _, _ = load_data(graph, cfg)
+    # 2 pixels of a 28x28 digit are 0 of an 8x8 one: no shift step, and the run says why.
+    assert cfg.shift == 0 and "RandomShift" not in repr(train.pipeline.steps)
+    assert any("shift 0 pixels instead of 2" in n and "8x8" in n for n in cfg._notes)
+    # Asked for on digits itself: a quarter of the image is refused, 1 pixel is kept.
+    with pytest.raises(ConfigError, match=r"'shift' = 2 \(from t.toml\): a digits image is 8x8 pixels.*at most 1"):
+        load_data(graph, resolve([("t.toml", {"data": "digits", "shift": 2})]))
+    cfg = resolve([("t.toml", {"data": "digits", "shift": 1})])
+    train, _, _ = load_data(graph, cfg)
+    assert cfg.shift == 1 and "RandomShift(max_shift=1)" in repr(train.pipeline.steps) and cfg._notes == []
+
+
+def test_a_short_run_on_small_images_says_what_it_adapted(tmp_path):
+    run = tmp_path / "run"
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", 1,
+                       "--threads", 1, "--out", run)
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "note: warm-up 0.067 epochs instead of 2" in text and "note: shift 0 pixels instead of 2" in text
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["warmup_epochs"] == pytest.approx(0.067) and saved["train"]["shift"] == 0
+    assert len(saved["adapted"]) == 2
+
+
 # ---------------------------------------------------------------- schedule
 
 
@@ -363,19 +418,52 @@ def test_nonfinite_hidden_weights_stop_before_the_update_spreads_them(tmp_path):
 # ---------------------------------------------------------------- eval and plot
 
 
-def test_eval_prints_the_runs_accuracy(full_run):
+def test_eval_reports_checkpoint_loss_accuracy_and_rates(full_run):
     run, _ = full_run
-    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_accuracy"]
-    code, output = cli("eval", run)
-    assert code == 0 and output.strip() == f"test accuracy: {100 * final:.2f}%"
-    code, output = cli("eval", run / "checkpoints" / "last.safetensors", "--data", "digits")
-    assert code == 0 and output.strip() == f"test accuracy: {100 * final:.2f}%"
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    for target, extra in ((run, ()), (run / "checkpoints" / "last.safetensors", ("--data", "digits"))):
+        code, output = cli("eval", target, "--threads", 1, *extra)
+        assert code == 0, output
+        assert f"checkpoint: {run / 'checkpoints' / 'last.safetensors'} (network mlp" in output
+        assert "epoch 3)" in output and "data: digits test split" in output
+        assert f"test accuracy: {100 * final['test_accuracy']:.2f}%" in output
+        loss = float(re.search(r"test loss: ([0-9.]+)", output).group(1))
+        assert loss == pytest.approx(final["test_loss"], abs=1e-4)
+        rate = float(re.search(r"layer_1\.E\s+([0-9.]+)", output).group(1))
+        assert 0 < rate < 1
+    code, output = cli("eval", run, "--json")
+    got = json.loads(output)
+    assert got["accuracy"] == pytest.approx(final["test_accuracy"]) and set(got["rates"]) >= {"layer_1.E"}
 
 
 def test_eval_on_data_that_does_not_fit_is_a_clear_error(full_run):
     run, _ = full_run
     code, output = cli("eval", run, "--data", "mnist5k")
-    assert code == 2 and "--set input=[1,28,28]" in output and "Traceback" not in output
+    assert code == 2 and "Traceback" not in output
+    # eval takes no --set: the fix it names is another data set, or training a network for this one.
+    assert "eidsl train SPEC --set input=[1,28,28]" in " ".join(output.split())
+    assert "build it for this data with --set" not in output
+
+
+def test_fine_tuning_starts_from_the_checkpoints_weights(full_run, tmp_path):
+    run, _ = full_run
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_accuracy"]
+    toml = tmp_path / "still.toml"
+    # A learning rate that cannot move the weights: the first epoch must score what the source scored.
+    toml.write_text("[train]\nwarmup_epochs = 0\nshift = 0\nweight_decay = 0\n")
+    tuned = tmp_path / "tuned"
+    code, output = cli("train", "--weights", run, "--data", "digits", "--epochs", 1, "--lr", 1e-12,
+                       "--threads", 1, "--config", toml, "--out", tuned)
+    assert code == 0, output
+    first = json.loads((tuned / "metrics.jsonl").read_text().splitlines()[0])["test_accuracy"]
+    assert first == pytest.approx(final) and first > 0.5
+    saved = json.loads((tuned / "config.json").read_text())
+    assert saved["weights"] == str(run) and "mlp.ei" in saved["spec_text"]["files"]
+    # Weights of another network (depth 2 there, 4 here) are refused before a run folder exists.
+    code, output = cli("train", SPECS / "mlp.ei", "--set", "input=[1,8,8]", "--weights", run, "--data", "digits",
+                       "--out", tmp_path / "other")
+    assert code == 2 and "depth=2 there, 4 here" in " ".join(output.split()), output
+    assert not (tmp_path / "other").exists()
 
 
 def test_plot_writes_pngs(full_run, tmp_path):

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from eidsl.cli.app import app, command
-from eidsl.errors import EidslError
+from eidsl.errors import EidslError, HintedError
 
 
 @app.command()
@@ -25,8 +25,11 @@ def bench(quick: bool = typer.Option(False, "--quick", help="under 3 minutes: VG
     try:
         from bench.__main__ import main
     except ModuleNotFoundError as exc:
-        raise EidslError("the benchmark needs the bench/ folder of the eidsl source tree",
-                         hint="run from a checkout: python -m bench") from exc
+        if exc.name not in ("bench", "bench.__main__"):
+            raise
+        raise HintedError("the benchmark needs the bench/ folder of the eidsl source tree, which an installed "
+                          "eidsl does not carry", hint="run it from a checkout of the repository: "
+                          "cd eidsl && eidsl bench (or python -m bench)") from None
     if amp not in (None, "bf16"):
         raise EidslError(f"--amp takes bf16, got {amp!r}")
     argv = ["--device", device, "--threads", str(threads)]

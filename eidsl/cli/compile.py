@@ -86,24 +86,35 @@ def compile_spec(file: Path = typer.Argument(..., help=".ei spec file"), sets: O
 
 @app.command("import-deepeisnn")
 @command
-def import_deepeisnn(ckpt: Path = typer.Argument(..., help="reference checkpoint: .pth (model_state_dict) or "
+def import_deepeisnn(ckpt_file: Path = typer.Argument(..., help="reference checkpoint: .pth (model_state_dict) or "
                                                            "model.safetensors"),
                      spec: Path = typer.Option(..., "--spec", help="the eidsl spec of the same architecture"),
                      sets: Optional[List[str]] = SetOption, include: Optional[List[Path]] = IncludeOption,
                      output: Path = typer.Option(..., "--output", "-o", help="OUT.safetensors")):
-    """Convert a DeepEISNN (reference implementation) checkpoint into an eidsl state dict."""
-    from eidsl.train.checkpoint import save_state
+    """Convert a DeepEISNN (reference implementation) checkpoint into an eidsl checkpoint.
+
+    The file carries the network and the text of its spec (imports included), so `eidsl eval OUT`
+    and `eidsl train --weights OUT` work from any folder."""
     from eidsl.interop.deepeisnn import import_deepeisnn as convert
     from eidsl.interop.deepeisnn import read_checkpoint
 
+    from eidsl.train import checkpoint as ckpt
     from eidsl.api import build_graph, load_graph
+    from eidsl.train.sources import spec_sources
     if output.suffix != ".safetensors":
         raise EidslError(f"-o must name a .safetensors file, got {output}")
     overrides = parse_sets(sets)
-    state = read_checkpoint(ckpt)
-    net = build_graph(load_graph(spec, overrides, include or ()))
+    state = read_checkpoint(ckpt_file)
+    graph = load_graph(spec, overrides, include or ())
+    net = build_graph(graph)
     mapping = convert(net, state)
-    save_state(net, output, metadata={"format": "eidsl-state/1", "spec": str(spec), "sets": json.dumps(overrides),
-                                      "source": str(ckpt)})
-    out.print(f"imported {len(mapping)} tensors from {ckpt} into {output} ({net.plan.name}, "
+    # Absolute paths: they only say where the text came from (spec_text is what was compiled),
+    # and must still say so read from another folder.
+    meta = {"graph": graph.to_json(), "spec": str(spec.resolve()), "spec_text": spec_sources(spec, include or ()),
+            "sets": overrides, "source": str(ckpt_file.resolve()), "imported": "deepeisnn",
+            "data": graph.train.get("data"), "data_dir": None}
+    ckpt.save(output, net.state_dict(), None, meta)
+    out.print(f"imported {len(mapping)} tensors from {ckpt_file} into {output} ({net.plan.name}, "
               f"{sum(p.numel() for p in net.parameters()):,} parameters)", highlight=False, markup=False)
+    out.print(f"next: eidsl eval {output}   (fine-tune: eidsl train --weights {output})",
+              highlight=False, markup=False)

@@ -26,6 +26,9 @@ def train(
     sets: Optional[List[str]] = SetOption,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<network>-<time>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="start from these weights instead of "
+                                           "initialising (fine-tuning): a checkpoint from `eidsl train` or "
+                                           "`eidsl import-deepeisnn`; without a spec, train its own network"),
     seed: Optional[int] = typer.Option(None, help="seed of every random draw (default 2025)"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network"),
@@ -45,27 +48,29 @@ def train(
     options = {"data": data, "data_dir": None if data_dir is None else str(data_dir), "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "compile": compile,
                "tensorboard": tensorboard, "threads": threads, "strict": strict}
+    if weights is not None and resume is not None:
+        raise EidslError("--resume continues a run from its own last checkpoint; drop --weights")
     if nproc is not None and nproc != 1:
         _check_nproc(nproc)
         # Settle the settings here, so a mistake is reported once rather than by every process.
         if resume is not None:
             _resumed_settings(resume, options, source, sets, out_dir, config)
         else:
-            _fresh_settings(source, parse_sets(sets), include or (), config, options)
+            _fresh_settings(source, parse_sets(sets), include or (), config, options, weights)
         raise typer.Exit(distributed.launch(nproc, ["eidsl.cli", "train", *_command_line(ctx, drop="nproc")]))
     try:
-        _train(resume, options, source, sets, include, out_dir, config)
+        _train(resume, options, source, sets, include, out_dir, config, weights)
     finally:
         distributed.leave()
 
 
-def _train(resume, options, source, sets, include, out_dir, config) -> None:
+def _train(resume, options, source, sets, include, out_dir, config, weights=None) -> None:
     from eidsl.train import distributed
     from eidsl.train.trainer import HealthError, Interrupted, NonFiniteError
     if resume is not None:
         trainer = _resumed(resume, options, source, sets, out_dir, config)
     else:
-        trainer = _fresh(source, parse_sets(sets), include or (), config, options, out_dir)
+        trainer = _fresh(source, parse_sets(sets), include or (), config, options, out_dir, weights)
     main = trainer.world.main
     if main:
         out.print(f"run folder: {trainer.run}", markup=False, highlight=False)
@@ -130,9 +135,12 @@ def _command_line(ctx: typer.Context, drop: str) -> list[str]:
     return args
 
 
-def _fresh_settings(source, sets, include, config, options):
+def _fresh_settings(source, sets, include, config, options, weights=None):
     from eidsl.train.config import read_toml, resolve
-    graph, spec, sets = resolve_source(source, sets, include)
+    if weights is not None and source is None:
+        graph, spec, sets = _checkpoint_source(weights, sets)
+    else:
+        graph, spec, sets = resolve_source(source, sets, include)
     layers: list[tuple[str, dict[str, Any]]] = [(f"the train block of {spec}", graph.train)]
     if config is not None:
         layers.append((str(config), read_toml(config)))
@@ -140,19 +148,35 @@ def _fresh_settings(source, sets, include, config, options):
     return graph, spec, sets, resolve(layers)
 
 
-def _fresh(source, sets, include, config, options, out_dir):
+def _fresh(source, sets, include, config, options, out_dir, weights=None):
     from eidsl.train.trainer import Trainer
-    graph, spec, sets, cfg = _fresh_settings(source, sets, include, config, options)
+    graph, spec, sets, cfg = _fresh_settings(source, sets, include, config, options, weights)
     trainer = Trainer(graph, cfg, out_dir or _default_run(graph.name), spec=spec, sets=sets,
-                      log=_log, warn=_warn, progress=out.is_terminal)
+                      log=_log, warn=_warn, progress=out.is_terminal, weights=weights, include=include)
     trainer.start()
     return trainer
+
+
+def _checkpoint_source(weights: Path, sets: dict[str, str]):
+    """(graph, spec, sets) of the network a checkpoint holds; its spec text travels inside it."""
+    from eidsl import ir
+    from eidsl.train.evaluate import checkpoint_path
+    from eidsl.train import checkpoint as ckpt
+    if sets:
+        raise EidslError("--set changes the network, but --weights without a spec trains the checkpoint's own "
+                         "network; name the spec as well: eidsl train SPEC --weights FILE --set ...")
+    c = ckpt.load(checkpoint_path(weights), with_state=False)
+    if "graph" not in c.meta:
+        raise ckpt.CheckpointError(f"{weights}: the checkpoint does not describe its network; name its spec: "
+                                   f"eidsl train SPEC --weights {weights}")
+    return ir.Graph.from_json(c.meta["graph"]), c.meta.get("spec"), c.meta.get("sets") or {}
 
 
 def _resumed(run: Path, options, source, sets, out_dir, config):
     from eidsl.train.trainer import Trainer
     graph, cfg, saved = _resumed_settings(run, options, source, sets, out_dir, config)
     trainer = Trainer(graph, cfg, run, spec=saved.get("spec"), sets=saved.get("sets"), log=_log, warn=_warn,
+                      spec_text=saved.get("spec_text") or {},
                       progress=out.is_terminal)
     trainer.resume()
     if trainer.world.main:
@@ -261,14 +285,51 @@ def eval_command(
     batch_size: int = typer.Option(500, help="evaluation batch size"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     best: bool = typer.Option(False, "--best", help="in a run folder, evaluate the best epoch's weights"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ):
-    """Test accuracy of a trained network."""
+    """Test loss, accuracy and per-layer firing rates of a trained (or imported) network."""
     from eidsl.train.evaluate import evaluate_checkpoint
-    result = evaluate_checkpoint(target, data=data, data_dir=data_dir, batch_size=batch_size, device=device,
-                                 best=best)
-    for note in result["notes"]:
+    _set_threads(threads)
+    r = evaluate_checkpoint(target, data=data, data_dir=data_dir, batch_size=batch_size, device=device,
+                            best=best)
+    if as_json:
+        print(json.dumps(r, indent=1, default=str))
+        return
+    for note in r.get("notes", []):
         out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"test accuracy: {100 * result['accuracy']:.2f}%", markup=False, highlight=False)
+    for line in eval_report(r):
+        out.print(line, markup=False, highlight=False)
+
+
+def eval_report(r: dict) -> list[str]:
+    """What was evaluated (file, network, where its weights came from), then the numbers."""
+    meta = r["meta"]
+    if meta.get("imported"):
+        origin = f"imported from {meta.get('source')} ({meta['imported']})"
+    elif "epoch" in meta:
+        origin = f"epoch {meta['epoch']}" + (f", batch {meta['batch']}" if meta.get("batch") else "")
+    else:
+        origin = "no training record"
+    spec = f" of {meta['spec']}" if meta.get("spec") else ""
+    sets = " " + " ".join(f"--set {k}={v}" for k, v in meta["sets"].items()) if meta.get("sets") else ""
+    lines = [f"checkpoint: {r['checkpoint']} (network {r['network']}{spec}{sets}; {origin})",
+             f"data: {r['data']} test split, {r['samples']:,} samples",
+             f"test loss: {r['loss']:.4f}   test accuracy: {100 * r['accuracy']:.2f}%"]
+    if r.get("rates"):
+        width = max(map(len, r["rates"]))
+        lines.append("firing rates (spikes per neuron per step):")
+        lines += [f"  {name:<{width}}  {rate:.4f}" for name, rate in r["rates"].items()]
+    return lines
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise EidslError(f"--threads {threads}: give at least 1")
+    import torch
+    torch.set_num_threads(threads)
 
 
 @app.command()

@@ -633,9 +633,14 @@ def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
         raise DataError(f"shift must be >= 0 pixels, got {shift}")
     train, test, info = _LOADERS[name](data_dir, T, augment, seed)
     if augment and shift:
-        if min(info.input_shape[-2:]) <= 2 * shift:
-            raise DataError(f"shift {shift} would move a {name} image ({info.input_shape[-2]}x{info.input_shape[-1]} "
-                            f"pixels) entirely out of view; use a shift below half its size")
-        train.pipeline = Pipeline(*train.pipeline.steps, RandomShift(shift))
-        train.random, train.seed = True, seed
+        add_shift(train, info, shift, seed)
     return train, test, info
+
+
+def add_shift(train: Dataset, info: DatasetInfo, shift: int, seed: int) -> None:
+    """Append a random zero-filled translation of up to `shift` pixels to the train split's transforms."""
+    if min(info.input_shape[-2:]) <= 2 * shift:
+        raise DataError(f"shift {shift} would move a {info.name} image ({info.input_shape[-2]}x{info.input_shape[-1]} "
+                        f"pixels) entirely out of view; use a shift below half its size")
+    train.pipeline = Pipeline(*train.pipeline.steps, RandomShift(shift))
+    train.random, train.seed = True, seed

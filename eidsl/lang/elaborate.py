@@ -185,6 +185,7 @@ class Elaborator:
         self.errors: list[SpecError] = []
         self.renames: dict[str, str] = {}
         self.calls: list[Span] = []      # the motif calls being expanded, outermost first
+        self.motifs_open: list[str] = []  # their motifs' names, in the same order
 
     # entry
     def run(self, overrides: dict[str, str], network: str | None) -> ir.Graph:
@@ -469,14 +470,19 @@ class Elaborator:
             raise SpecError(f"{call.func}() takes {len(names)} argument{'s' * (len(names) != 1)}, "
                             f"got {len(call.args)}", call.args[len(names)].span,
                             hint=f"{call.func}({', '.join(names)})")
+        # Unknown keywords do not depend on any value (an argument may itself be broken): all of
+        # them are reported, before the arguments are evaluated.
+        unknown = [SpecError(f"{call.func}() has no argument '{kw.name}'", kw.span,
+                             hint=did_you_mean(kw.name, names) or f"arguments: {', '.join(names)}")
+                   for kw in call.kwargs if kw.name not in signature]
+        if unknown:
+            self.errors.extend(self.placed(err) for err in unknown[:-1])
+            raise unknown[-1]
         values: dict[str, Any] = {}
         for name, expr in zip(names, call.args):
             values[name] = self.eval(expr, scope, path)
             spans[name] = expr.span
         for kw in call.kwargs:
-            if kw.name not in signature:
-                raise SpecError(f"{call.func}() has no argument '{kw.name}'", kw.span,
-                                hint=did_you_mean(kw.name, names) or f"arguments: {', '.join(names)}")
             if kw.name in values:
                 raise SpecError(f"argument '{kw.name}' given twice", kw.span,
                                 notes=[(spans[kw.name], "first given here")])
@@ -538,6 +544,13 @@ class Elaborator:
         signature = {p.name: (_SyntaxDefault(p.default) if p.default is not None else REQUIRED)
                      for p in motif.params}
         args = self.bind_args(call, signature, scope, path, ambient=True)
+        if motif.name in self.motifs_open:
+            # Caught at the first repeated call, while the chain is short enough to read.
+            first = self.motifs_open.index(motif.name)
+            chain = " -> ".join([*self.motifs_open[first:], motif.name])
+            raise SpecError(f"motif '{motif.name}' calls itself: {chain}", call.span,
+                            hint="a motif cannot call itself, directly or through others; repeat layers "
+                                 "with a `for` loop instead")
         if self.depth >= MAX_DEPTH:
             raise SpecError(f"motifs nest deeper than {MAX_DEPTH} (is '{motif.name}' recursive?)", call.span,
                             hint="a motif cannot call itself, directly or through others")
@@ -548,6 +561,7 @@ class Elaborator:
         errors_before = len(self.errors)
         self.depth += 1
         self.calls.append(call.span)
+        self.motifs_open.append(motif.name)
         try:
             self.exec_block(motif.body, inst.scope, inst_path)
         except _Return as r:
@@ -555,6 +569,7 @@ class Elaborator:
         finally:
             self.depth -= 1
             self.calls.pop()
+            self.motifs_open.pop()
         if len(self.errors) > errors_before:
             # Its own errors are reported; whatever uses this instance would only echo them.
             raise _Cascade(f"motif '{motif.name}' failed", call.span)

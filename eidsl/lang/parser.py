@@ -11,7 +11,7 @@ import lark
 from lark import Lark, Transformer, v_args
 
 from eidsl.lang import syntax as S
-from eidsl.errors import Span, SpecError, did_you_mean, remember_source
+from eidsl.errors import Span, SpecError, did_you_mean, raise_all, remember_source
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -19,6 +19,7 @@ GRAMMAR = Path(__file__).with_name("grammar.lark")
 # levels of the parse tree, then of the syntax tree (where `a + b + c` nests).
 MAX_PARSE_DEPTH = 150
 MAX_NESTING = 100
+MAX_REPORTED = 20           # independent errors reported from one file, as elaborate.MAX_ERRORS
 
 # How each named terminal reads in an error message; anonymous ones ("(", "=") read as themselves.
 _TERMINAL_WORDS = {
@@ -111,10 +112,12 @@ def _parse(text: str, path: str, start: str) -> lark.Tree:
         raise _syntax_error(exc, text, path) from None
     _check_tree_depth(tree, path)
     words = keywords()
-    for token in tree.scan_values(lambda v: isinstance(v, lark.Token) and v.type == "NAME" and v in words):
-        # The contextual lexer lets `network for()` through; keep reserved words reserved everywhere.
-        raise SpecError(f"'{token}' is a reserved word and cannot be used as a name", _token_span(path, token),
-                        hint=_reserved_hint(str(token)))
+    # The contextual lexer lets `network for()` through; keep reserved words reserved everywhere.
+    # Each misuse is independent of the others: all are reported (up to a limit).
+    misused = [SpecError(f"'{token}' is a reserved word and cannot be used as a name", _token_span(path, token),
+                         hint=_reserved_hint(str(token)))
+               for token in tree.scan_values(lambda v: isinstance(v, lark.Token) and v.type == "NAME" and v in words)]
+    raise_all(misused[:MAX_REPORTED])
     return tree
 
 

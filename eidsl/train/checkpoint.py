@@ -143,6 +143,10 @@ def load(path: str | Path, with_state: bool = True) -> Checkpoint:
     try:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
+            if metadata.get("format") == "eidsl-state/1":
+                raise CheckpointError(f"{path}: weights only, as an older `eidsl import-deepeisnn` wrote them (the "
+                                      f"network they belong to is not in the file); import the reference "
+                                      f"checkpoint again with this eidsl")
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not an eidsl checkpoint (format {metadata.get('format')!r})")
             keys = [k for k in f.keys() if with_state or not k.startswith(STATE)]

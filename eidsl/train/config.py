@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from eidsl.errors import EidslError
 
@@ -46,6 +46,12 @@ class TrainConfig(BaseModel):
     tensorboard: bool = False
     strict: bool = False                   # stop (exit 5, run saved) on a health warning (health.py)
 
+    # Where each setting came from (resolve), and the settings adapted to the run (budget.py).
+    _origin: dict[str, str] = PrivateAttr(default_factory=dict)
+    _index: dict[str, int] = PrivateAttr(default_factory=dict)
+    _layers: list = PrivateAttr(default_factory=list)
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
     def histogram_epochs(self) -> list[int]:
         if self.hist_epochs is not None:
             return sorted({e for e in self.hist_epochs if 0 <= e <= self.epochs})
@@ -74,13 +80,14 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
     """Merge (source description, settings) pairs, later ones winning, and validate."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for source, settings in layers:
+    index: dict[str, int] = {}
+    for i, (source, settings) in enumerate(layers):
         for key, value in settings.items():
             if value is None:
                 continue
             if key not in FIELDS:
                 raise ConfigError(_unknown(key, source))
-            merged[key], origin[key] = value, source
+            merged[key], origin[key], index[key] = value, source, i
     try:
         cfg = TrainConfig(**merged)
     except ValidationError as exc:
@@ -89,6 +96,13 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
         raise ConfigError(_bad(field, merged.get(field), origin, first["msg"])) from None
     if cfg.warmup_epochs > 0 and cfg.init_lr > cfg.lr:
         raise ConfigError(_bad("init_lr", cfg.init_lr, origin, f"the warm-up must start below lr = {cfg.lr}"))
+    from eidsl.train.budget import fit_warmup
+    cfg._origin, cfg._index = origin, index
+    cfg._layers = [(src, {k: v for k, v in s.items() if v is not None}) for src, s in layers]
+
+    def refuse(field: str, why: str):
+        raise ConfigError(_bad(field, getattr(cfg, field), origin, why))
+    cfg._notes = fit_warmup(cfg, cfg._layers, index, origin, refuse)
     return cfg
 
 

@@ -50,27 +50,40 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
             "interneuron_rates": interneurons}
 
 
-def check_data_fits(graph: ir.Graph, info: datasets.DatasetInfo) -> None:
+def check_data_fits(graph: ir.Graph, info: datasets.DatasetInfo, trained: bool = False) -> None:
+    """`trained`: the network is a checkpoint's, whose shape a --set cannot change (eval)."""
     inp = graph.node(graph.input_name)
     shape = tuple(info.input_shape[1:] if info.events else info.input_shape)
     if tuple(inp.shape) != shape:
         dims = ",".join(map(str, shape))
+        fix = (f"evaluate it on a dataset of that shape (--data), or train one for this data: eidsl train SPEC "
+               f"--set input=[{dims}]" if trained else f"build it for this data with --set input=[{dims}]")
         raise TrainingError(f"dataset '{info.name}' gives inputs of shape {shape} but network '{graph.name}' "
-                            f"expects {tuple(inp.shape)}; build it for this data with --set input=[{dims}]")
+                            f"expects {tuple(inp.shape)}; {fix}")
     if info.events != (inp.encoding == "events"):
         raise TrainingError(f"dataset '{info.name}' is {'event' if info.events else 'static'} data but network "
                             f"'{graph.name}' has a {inp.encoding} input")
     out = graph.node(graph.output).shape
     if out is not None and tuple(out) != (info.classes,):
+        fix = (f"evaluate it on a dataset with {out[0]} classes (--data)" if trained
+               else f"build it with --set classes={info.classes}")
         raise TrainingError(f"dataset '{info.name}' has {info.classes} classes but network '{graph.name}' "
-                            f"outputs {tuple(out)}; build it with --set classes={info.classes}")
+                            f"outputs {tuple(out)}; {fix}")
 
 
-def load_data(graph: ir.Graph, cfg: TrainConfig):
+def load_data(graph: ir.Graph, cfg: TrainConfig, trained: bool = False):
+    """The data, with a random shift the image can take (budget.fit_shift: adapted or refused)."""
+    from eidsl.train.budget import fit_shift
     T = graph.node(graph.input_name).T
-    train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed,
-                                       shift=cfg.shift)
-    check_data_fits(graph, info)
+    train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed)
+    check_data_fits(graph, info, trained)
+
+    def refuse(field: str, why: str):
+        from eidsl.train.config import _bad
+        raise ConfigError(_bad(field, getattr(cfg, field), cfg._origin, why))
+    cfg._notes += fit_shift(cfg, info, cfg._layers, refuse)
+    if cfg.augment and cfg.shift:
+        datasets.add_shift(train, info, cfg.shift, cfg.seed)
     return train, test, info
 
 
@@ -116,13 +129,19 @@ def load_network(target: str | Path, best: bool = False, device: str = "cpu"):
 
 def evaluate_checkpoint(target: str | Path, *, data: str | None = None, data_dir: str | Path | None = None,
                         batch_size: int = 500, device: str = "cpu", best: bool = False) -> dict[str, Any]:
+    """Loss, accuracy and per-layer rates on the test split, with what was evaluated: the checkpoint
+    file, its metadata (network, spec, epoch), the data set and its size."""
     from eidsl.train.config import resolve
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
-    net, meta = load_network(target, best, device)
+    path = checkpoint_path(target, best)
+    net, meta = load_network(path, False, device)
     saved = {"data": meta.get("data"), "data_dir": meta.get("data_dir")} if data is None else {}
     cfg = resolve([("the checkpoint", saved),
                    ("the command line", {"data": data, "data_dir": None if data_dir is None else str(data_dir),
                                          "eval_batch_size": batch_size, "device": device})])
-    _, test, _ = load_data(net.graph, cfg)
-    return {**evaluate(net, test_loader(test, cfg), torch.device(device)), "notes": meta["notes"]}
+    _, test, info = load_data(net.graph, cfg, trained=True)
+    result = evaluate(net, test_loader(test, cfg), torch.device(device))
+    meta = {k: v for k, v in meta.items() if k != "graph"}
+    return {**result, "checkpoint": str(path), "meta": meta, "network": net.graph.name, "data": info.name,
+            "samples": len(test), "notes": meta.pop("notes", [])}

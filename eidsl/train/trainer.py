@@ -102,7 +102,8 @@ class Trainer:
     def __init__(self, graph: ir.Graph, cfg: TrainConfig, run_dir: str | Path, *, spec: str | None = None,
                  sets: dict[str, str] | None = None, log: Callable[[str], None] = print, progress: bool = False,
                  on_batch_end: Callable | None = None, on_epoch_end: Callable | None = None,
-                 warn: Callable[[str], None] | None = None):
+                 warn: Callable[[str], None] | None = None, weights: str | Path | None = None, include=(),
+                 spec_text: dict | None = None):
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training setting 'device' = 'cuda': no CUDA device is available; use --device cpu")
         self.world = distributed.join(cfg.device)
@@ -110,6 +111,9 @@ class Trainer:
         self.graph, self.cfg = graph, cfg
         self.run = Path(self.world.broadcast(str(run_dir)))   # a default folder name is rank 0's
         self.spec, self.sets = spec, dict(sets or {})
+        # A resumed run passes the text it saved: the file may have changed since.
+        self.spec_text = spec_text if spec_text is not None else _spec_text(spec, include)
+        self.weights = None if weights is None else str(weights)
         self.log = log if self.world.main else _silent
         warn = warn or (lambda line: log(line))
         self.warn = warn if self.world.main else _silent
@@ -123,6 +127,8 @@ class Trainer:
             keep_freed_memory()
         _seed_everything(cfg.seed)
         self.train_set, self.test_set, self.info = load_data(graph, cfg)
+        for note in cfg._notes:
+            self.log(f"note: {note}")
         if self.world.distributed:
             self._check_shares()
         self.net = build_graph(graph, cfg.seed).to(self.device)
@@ -148,6 +154,8 @@ class Trainer:
         self.populations = monitor.populations(self.net)
         self.warned: set[str] = set()     # health warnings already printed (each is printed once per run)
         self._last_x: torch.Tensor | None = None   # the epoch's last batch, for the health check
+        if weights is not None:
+            self._load_start_weights(Path(weights))
         self._epoch_rng: torch.Tensor | None = None   # the data generator at the start of this epoch
         self._in_epoch = False
         self._mutating = False
@@ -202,15 +210,28 @@ class Trainer:
 
     def describe(self) -> dict[str, Any]:
         from eidsl import __version__
-        return {"format": "eidsl-run/1", "spec": self.spec, "sets": self.sets,
+        return {"format": "eidsl-run/1", "spec": self.spec, "spec_text": self.spec_text, "sets": self.sets,
+                "weights": self.weights,
                 "network": {"name": self.graph.name, "params": self.graph.params,
                             "layers": probe.spiking_layers(self.net),
                             "populations": monitor.describe(self.net)},
                 "parameters": sum(p.numel() for p in self.net.parameters()),
-                "train": self.cfg.model_dump(), "data": asdict(self.info),
+                "train": self.cfg.model_dump(), "adapted": list(self.cfg._notes), "data": asdict(self.info),
                 "iterations_per_epoch": self.iters_per_epoch, "histogram_epochs": self.cfg.histogram_epochs(),
                 "versions": {"eidsl": __version__, "torch": torch.__version__},
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def _load_start_weights(self, path: Path) -> None:
+        """Fine-tuning: the checkpoint's weights replace the initial ones (and the data-dependent E-I Init,
+        which would rescale them)."""
+        from eidsl.train.evaluate import checkpoint_path
+        path = checkpoint_path(path)
+        c = ckpt.load(path, with_state=False)
+        ckpt.check_network(c.meta, self.graph.to_json(), path, "this run trains")
+        ckpt.load_weights(self.net, c.weights, path)
+        self.needs_init = False
+        if c.meta.get("spec_text") and not self.spec_text:
+            self.spec_text = c.meta["spec_text"]
 
     def resume(self) -> None:
         """Restore the state saved in the run folder's last checkpoint."""
@@ -271,7 +292,8 @@ class Trainer:
 
     def _meta(self, **extra) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "graph": self.graph.to_json(),
-                "data": self.cfg.data, "data_dir": self.cfg.data_dir, "spec": self.spec, "sets": self.sets, **extra}
+                "data": self.cfg.data, "data_dir": self.cfg.data_dir, "spec": self.spec, "spec_text": self.spec_text,
+                "sets": self.sets, **extra}
 
     # ---------------------------------------------------------------- training
 
@@ -572,6 +594,17 @@ class Trainer:
                 if last.exists() else "no checkpoint was written yet")
         return NonFiniteError(f"training stopped: {what}; {culprit}; {kept}. "
                              "Try a smaller --lr or a longer warm-up")
+
+
+def _spec_text(spec, include) -> dict | None:
+    """The spec's text and its imports' (sources.spec_sources); None when the file is gone."""
+    if spec is None:
+        return None
+    from eidsl.train.sources import spec_sources
+    try:
+        return spec_sources(spec, include or ()) if Path(spec).is_file() else None
+    except OSError:
+        return None
 
 
 def _silent(line: str) -> None:
