@@ -501,7 +501,7 @@ def svd_entropy(singular: torch.Tensor) -> float:
     return float(-(p * p.log()).sum() / math.log(n))
 
 
-def spectra(net: Network, keep: int = 64) -> dict[str, dict[str, Any]]:
+def spectra(net: Network, keep: int = 512) -> dict[str, dict[str, Any]]:
     out = {}
     for name, w in effective_weights(net).items():
         item: dict[str, Any] = {"inhibitors": w["inhibitors"], "shape": list(w["effective"].shape)}
@@ -581,6 +581,7 @@ def training_record(net: Network, env: dict[str, torch.Tensor]) -> dict[str, Any
     rates = population_rates(net.graph, env, net.T)
     currents = circuit_currents(net, env, light=True)
     return {"rates": {k: v["rate"] for k, v in rates.items() if v["rate"] is not None},
+            "sides": {k: v["side"] for k, v in rates.items() if v["rate"] is not None},
             "silent": {k: v["silent_fraction"] for k, v in rates.items()},
             "currents": {k: {q: v[q]["mean"] for q in ("I_EE", "I_sub", "I_div", "I_int") if q in v}
                          | {f"{q}_std": v[q]["std"] for q in ("I_EE", "I_sub", "I_div", "I_int") if q in v}

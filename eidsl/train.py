@@ -42,6 +42,7 @@ from .api import build_graph, compile_network, ei_init, optimizer as make_optimi
 from .config import ConfigError, TrainConfig
 from .errors import EidslError
 from .evaluate import BEST, LAST, TrainingError, evaluate, load_data, test_loader
+from .monitor import CircuitMonitor
 
 __all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "TrainingError"]
 
@@ -129,6 +130,7 @@ class Trainer:
         self.last: dict[str, Any] | None = None
         self.meter = metrics.EpochMeter()
         self.epoch_seconds = 0.0
+        self.monitor = CircuitMonitor(self.run, cfg.circuit_every, enabled=self.world.main)
         self.needs_init = any(s.init.rule in DATA_DEPENDENT_INITS for s in self.net.param_specs.values())
         self._epoch_rng: torch.Tensor | None = None   # the data generator at the start of this epoch
         self._in_epoch = False
@@ -185,6 +187,7 @@ class Trainer:
         self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
         if self.world.main:
             metrics.truncate(self.run / "metrics.jsonl", self.epoch)
+            self.monitor.truncate(self.epoch * self.iters_per_epoch + self.batch)
 
     def save(self) -> Path:
         """Write last.safetensors: weights and everything needed to continue from this exact batch."""
@@ -282,6 +285,10 @@ class Trainer:
         loss = F.cross_entropy(logits, y)
         if sample_rates and env is None:
             env = self._sample(x)
+        step = self.epoch * self.iters_per_epoch + self.batch
+        if self.monitor.due(step):
+            self.monitor.record(self.net, env if env is not None else self._sample(x), epoch=self.epoch + 1,
+                                batch=self.batch + 1, step=step)
         batch = metrics.EpochMeter()
         batch.add(loss, logits, y, probe.firing_rates(self.net, env) if sample_rates else None)
         if self.world.distributed:
