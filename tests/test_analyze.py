@@ -246,3 +246,73 @@ def test_every_shipped_spec(spec):
     assert t["energy_pj"] > 0 and t["ann_energy_pj"] > 0 and t["memory_accesses"] > 0
     assert set(result["firing_rates"]) == {n for n, _ in g.nodes(eidsl.ir.Population)}
     assert result["spectra"]
+
+
+# ---------------------------------------------------------------- the command and the monitor
+
+TINY_ARGS = ["--set", "depth=2", "--set", "input=[1,8,8]"]
+
+
+def cli(*args):
+    from typer.testing import CliRunner
+
+    from eidsl.cli import app
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_cli_on_a_spec_writes_json_and_figures(tmp_path):
+    out = tmp_path / "an"
+    code, output = cli("analyze", SPECS / "mlp.ei", *TINY_ARGS, "--init", "--data", "digits", "--samples", 16,
+                       "--threads", 1, "--energy", "mac=2", "--memory", "-o", out)
+    assert code == 0, output
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["state"] == "init" and result["source"]["ei_init"]
+    assert result["ops"]["energy_table_pj"]["macs"] == 2.0
+    layer = result["ops"]["by_layer"]["layer_1"]
+    assert layer["macs"] == (500 + 125) * 64 * 4 + 2 * 500 * 125 * 4      # x->E, x->I, W_EI twice
+    assert {"macs", "acs", "energy_pj", "ann_energy_pj", "memory_accesses"} <= set(layer)
+    assert set(result["firing_rates"]) == {"layer_1.E", "layer_1.I", "classifier_1.O", "classifier_1.I"}
+    assert 0 < result["spectra"]["layer_1.E"]["svd_entropy"] <= 1
+    assert "balance" in result["currents"]["layer_1.E"]
+    for name in ("rates", "energy", "currents", "spectra"):
+        assert (out / f"{name}.png").stat().st_size > 5000
+    assert "SNN/ANN" in output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere.ei"], "no such spec file"),
+    ([SPECS / "mlp.ei", "--energy", "mac"], "--energy takes OP=PICOJOULES"),
+    ([SPECS / "mlp.ei", "--energy", "flop=1"], "unknown operation 'flop'"),
+    ([SPECS / "mlp.ei", "--data", "digits"], "expects (1, 28, 28)"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
+    code, output = cli("analyze", *args, "-o", tmp_path / "an", "--no-plots")
+    assert code == 2, output
+    assert message in " ".join(output.split())
+
+
+def test_training_logs_the_circuit_and_analyze_reads_the_run(tmp_path):
+    from eidsl.config import TrainConfig
+    from eidsl.monitor import read_log
+    from eidsl.train import Trainer
+    graph = load_graph(SPECS / "mlp.ei", {"depth": "2", "input": "[1,8,8]"})
+    cfg = TrainConfig(data="digits", epochs=1, batch_size=128, lr=0.01, seed=7, threads=1, circuit_every=3)
+    run = tmp_path / "run"
+    trainer = Trainer(graph, cfg, run, spec=str(SPECS / "mlp.ei"), log=lambda line: None)
+    trainer.start()
+    trainer.fit()
+    records = read_log(run)
+    assert [r["step"] for r in records] == list(range(0, trainer.iters_per_epoch, 3))
+    first = records[0]
+    assert set(first["rates"]) == {"layer_1.E", "layer_1.I", "classifier_1.I"}     # E and I, not the readout
+    assert {"I_EE", "I_sub", "I_div", "I_int", "inh_exc_ratio", "ei_correlation"} <= set(first["currents"]["layer_1.E"])
+    trainer.monitor.truncate(4)
+    assert [r["step"] for r in read_log(run)] == [0, 3]
+    code, output = cli("analyze", run, "--samples", 8, "--threads", 1, "-o", tmp_path / "an")
+    assert code == 0, output
+    result = json.loads((tmp_path / "an" / "analysis.json").read_text())
+    assert result["state"] == "trained" and result["source"]["checkpoint"].endswith("last.safetensors")
+    assert (tmp_path / "an" / "balance_over_training.png").is_file()
+    code, output = cli("analyze", run, "--set", "T=2", "-o", tmp_path / "an2")
+    assert code == 2 and "run folder" in output
