@@ -192,7 +192,13 @@ def count_ops(graph: ir.Graph, env: dict[str, torch.Tensor], batch: int) -> list
 
     for name, rec in graph.nodes():
         _count_node(graph, env, batch, T, name, rec, entry)
-    return [e for e in entries.values() if any(e.per_inference.values()) or any(e.ann.values())]
+    # Layers in the order the network computes them, pathways in their fixed order within a layer.
+    from .passes import time_order
+    first: dict[str, int] = {}
+    for i, name in enumerate(time_order(graph)):
+        first.setdefault(layer_of(name) if isinstance(graph.node(name), ir.Population) else name, i)
+    kept = [e for e in entries.values() if any(e.per_inference.values()) or any(e.ann.values())]
+    return sorted(kept, key=lambda e: (first.get(e.layer, len(first)), PATHWAYS.index(e.pathway)))
 
 
 def _count_inhibition(graph, env, batch, T, src, dst, edge, entry):

@@ -51,6 +51,15 @@ def write_figures(result: dict, out: str | Path, run: str | Path | None = None) 
     return paths
 
 
+def _energy_unit(values) -> tuple[str, float]:
+    top = max([abs(v) for v in values] + [0.0])
+    return ("µJ", 1e6) if top >= 1e6 else ("nJ", 1e3)
+
+
+def _height(n: int) -> float:
+    return max(3.2, 0.28 * n + 1.6)
+
+
 def rates(result: dict, path: Path) -> Path:
     plt = _pyplot()
     layers: dict[str, dict[str, float]] = {}
@@ -58,20 +67,19 @@ def rates(result: dict, path: Path) -> Path:
         if r["rate"] is not None:
             layers.setdefault(r["layer"], {})[r["side"]] = r["rate"]
     names = list(layers)
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * len(names) + 2), 3.6))
-    for offset, side, colour, label in ((-0.2, "E", E_COLOUR, "E (LIF: spikes / neuron / step)"),
-                                        (0.2, "I", I_COLOUR, "I (fraction of units active per step)")):
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(6.5, _height(len(names)) + 0.6))
+    for offset, side, colour, label in ((-0.2, "E", E_COLOUR, "E (LIF): spikes / neuron / step"),
+                                        (0.2, "I", I_COLOUR, "I (ReLU): fraction of units active")):
         vals = [layers[n].get(side, np.nan) for n in names]
-        ax.bar(x + offset, vals, 0.4, color=colour, label=label)
-    ax.axhline(SILENT, color="k", ls="--", lw=0.8)
-    ax.axhline(SATURATED, color="k", ls=":", lw=0.8)
-    ax.text(-0.55, SILENT, f"silent < {SILENT}", va="bottom", ha="left", fontsize=7)
-    ax.text(-0.55, SATURATED, f"LIF saturated > {SATURATED}", va="bottom", ha="left", fontsize=7)
-    ax.set_xticks(x, [_short(n) for n in names], rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="rate", ylim=(0, 1.3), xlim=(-0.6, len(names) - 0.4),
-           title=f"{result['network']}: activity per layer ({result['state']})")
-    ax.legend(fontsize=7, loc="upper center", ncol=2)
+        ax.barh(y + offset, vals, 0.4, color=colour, label=label)
+    ax.axvline(SILENT, color="k", ls="--", lw=0.8, label=f"silent < {SILENT}")
+    ax.axvline(SATURATED, color="k", ls=":", lw=0.8, label=f"LIF saturated > {SATURATED}")
+    ax.set_yticks(y, [_short(n, 26) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="rate (fraction per neuron per time step)", xlim=(0, 1.02))
+    fig.suptitle(f"{result['network']}: activity per layer ({result['state']})", fontsize=11)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return _save(fig, path)
 
 
@@ -79,28 +87,33 @@ def energy(result: dict, path: Path) -> Path:
     plt = _pyplot()
     ops = result["ops"]
     layers = list(ops["by_layer"])
-    x = np.arange(len(layers))
-    fig, (ax, tot) = plt.subplots(1, 2, figsize=(max(8.5, 0.6 * len(layers) + 5), 3.8),
-                                  gridspec_kw={"width_ratios": [max(3, len(layers)), 2]})
-    bottom = np.zeros(len(layers))
+    y = np.arange(len(layers))
+    unit, scale = _energy_unit([t["energy_pj"] for t in ops["by_layer"].values()]
+                               + [t["ann_energy_pj"] for t in ops["by_layer"].values()])
+    fig, (ax, tot) = plt.subplots(1, 2, figsize=(10, _height(len(layers)) + 0.4),
+                                  gridspec_kw={"width_ratios": [3, 1.2]})
+    left = np.zeros(len(layers))
     for pathway in PATHWAYS:
         vals = np.array([sum(r["per_inference"]["energy_pj"] for r in ops["pathways"]
-                             if r["layer"] == l and r["pathway"] == pathway) for l in layers]) / 1e3
+                             if r["layer"] == l and r["pathway"] == pathway) for l in layers]) / scale
         if vals.any():
-            ax.bar(x, vals, 0.6, bottom=bottom, color=PATHWAY_COLOURS[pathway], label=pathway)
-            bottom += vals
-    ann = np.array([ops["by_layer"][l]["ann_energy_pj"] for l in layers]) / 1e3
-    ax.scatter(x, ann, marker="_", s=300, color="k", zorder=3, label="same net as ANN")
-    ax.set_xticks(x, [_short(n) for n in layers], rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="energy per inference (nJ)", title="energy by layer and pathway (compute only, 45 nm)")
-    ax.legend(fontsize=7, ncol=2)
+            ax.barh(y, vals, 0.65, left=left, color=PATHWAY_COLOURS[pathway], label=pathway)
+            left += vals
+    ann = np.array([ops["by_layer"][l]["ann_energy_pj"] for l in layers]) / scale
+    ax.scatter(ann, y, marker="|", s=200, color="k", zorder=3, label="same net as ANN")
+    ax.set_yticks(y, [_short(n, 26) for n in layers], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"energy per inference ({unit}, all T steps)",
+           title="energy by layer and pathway (compute only, 45 nm)")
+    ax.legend(fontsize=7, loc="lower right")
     side = ops["by_population"]
-    e, i = side["E"]["energy_pj"] / 1e3, side["I"]["energy_pj"] / 1e3
+    t_unit, t_scale = _energy_unit([ops["total"]["energy_pj"], ops["total"]["ann_energy_pj"]])
+    e, i = side["E"]["energy_pj"] / t_scale, side["I"]["energy_pj"] / t_scale
     tot.bar([0], [e], 0.6, color=E_COLOUR, label="E side")
     tot.bar([0], [i], 0.6, bottom=[e], color=I_COLOUR, label="I side")
-    tot.bar([1], [ops["total"]["ann_energy_pj"] / 1e3], 0.6, color="#9e9e9e", label="ANN")
-    tot.set_xticks([0, 1], [f"SNN (T = {ops['T']})", "ANN (1 pass)"])
-    tot.set(ylabel="nJ per inference", title="total")
+    tot.bar([1], [ops["total"]["ann_energy_pj"] / t_scale], 0.6, color="#9e9e9e", label="ANN")
+    tot.set_xticks([0, 1], [f"SNN\nT = {ops['T']}", "ANN\n1 pass"])
+    tot.set(ylabel=f"{t_unit} per inference", title="total")
     tot.legend(fontsize=7)
     return _save(fig, path)
 
