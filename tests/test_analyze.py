@@ -316,3 +316,13 @@ def test_training_logs_the_circuit_and_analyze_reads_the_run(tmp_path):
     assert (tmp_path / "an" / "balance_over_training.png").is_file()
     code, output = cli("analyze", run, "--set", "T=2", "-o", tmp_path / "an2")
     assert code == 2 and "run folder" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["resnet.ei", "vgg.ei"])
+def test_large_shipped_specs_through_the_cli(tmp_path, spec):
+    code, output = cli("analyze", SPECS / spec, "--data", "uniform", "--samples", 1, "--threads", 1,
+                       "--no-plots", "-o", tmp_path)
+    assert code == 0, output
+    result = json.loads((tmp_path / "analysis.json").read_text())
+    assert result["ops"]["total"]["acs"] > 0 and result["spectra"]
