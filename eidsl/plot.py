@@ -28,6 +28,11 @@ def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [curves(records, out / "curves.png"), firing_rates(records, out / "firing_rates.png")]
     paths += histograms(run / "hist", out)
+    from .monitor import read_log
+    circuit = read_log(run)
+    if circuit:   # the circuit monitor's log (docs/analysis.md)
+        from .analyze_plot import training
+        paths.append(training(circuit, out / "balance_over_training.png"))
     return paths
 
 
