@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from .cli import IncludeOption, SetOption, app, command, out, parse_sets
-from .errors import EidslError
+from .errors import EidslError, HintedError
 
 UNIFORM = "uniform"
 
@@ -145,7 +145,10 @@ def _inputs(graph, name: str, data_dir, samples: int, seed: int):
     if name == UNIFORM:
         shape = (samples, inp.T, *inp.shape) if inp.encoding == "events" else (samples, *inp.shape)
         return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
-    _, test, info = datasets.load(name, data_dir, T=inp.T, augment=False, seed=seed)
+    try:
+        _, test, info = datasets.load(name, data_dir, T=inp.T, augment=False, seed=seed)
+    except datasets.DataError as exc:
+        raise HintedError(str(exc), hint=f"for operation counts without the data set: --data {UNIFORM}") from None
     check_data_fits(graph, info)
     n = min(samples, len(test))
     return torch.stack([test[i][0] for i in range(n)])

@@ -166,6 +166,28 @@ def test_residual_block_counts_by_hand(tmp_path):
     assert r[("C", "x->E")] == ops(acs=4 * 1)
 
 
+SPIKING_I = """
+import "spiking_interneurons"
+network spiking(T = 2) {
+    h = flatten(image([1, 2, 2]))
+    return readout(classifier(spiking_ei_layer(h, 4, ratio = 2), 2))
+}
+"""
+
+
+def test_spiking_interneurons_inhibit_by_accumulates(tmp_path):
+    g = graph_of(tmp_path, SPIKING_I)
+    T = 2
+    E = torch.tensor([[1., 0, 0, 0], [0, 0, 0, 0]])
+    I = torch.tensor([[1., 0], [1, 1]])                 # 3 interneuron spikes
+    r = rows(g, {"spiking_ei_layer_1.E": E, "spiking_ei_layer_1.I": I})
+    L = "spiking_ei_layer_1"
+    assert r[(L, "I-|E sub")] == ops(acs=3 * 4, adds=4 * T)
+    # g_I s_I for every interneuron, the divisor + 1 (epsilon rule), the division.
+    assert r[(L, "I-|E div")] == ops(acs=3 * 4, mults=2 * T, adds=4 * T, divs=4 * T)
+    assert r[(L, "I neuron")] == ops(mults=2 * T, adds=2 * T + 3, cmps=2 * T)
+
+
 def test_batch_normalises_counts_per_sample(tmp_path):
     g = graph_of(tmp_path, MLP)
     one = torch.tensor([[1., 0, 1, 0], [1, 1, 1, 0]])
@@ -285,6 +307,7 @@ def test_cli_on_a_spec_writes_json_and_figures(tmp_path):
     ([SPECS / "mlp.ei", "--energy", "mac"], "--energy takes OP=PICOJOULES"),
     ([SPECS / "mlp.ei", "--energy", "flop=1"], "unknown operation 'flop'"),
     ([SPECS / "mlp.ei", "--data", "digits"], "expects (1, 28, 28)"),
+    ([SPECS / "mlp.ei", "--data", "cifar10", "--data-dir", "/nonexistent"], "--data uniform"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
     code, output = cli("analyze", *args, "-o", tmp_path / "an", "--no-plots")
