@@ -327,6 +327,7 @@ def summarize_ops(entries: list[Entry], T: int, table: dict[str, float], memory:
         chosen = [r for r in rows if select(r)]
         out = {k: sum(r["per_inference"][k] for r in chosen) for k in (*OPS, "energy_pj")}
         out["energy_pj_per_step"] = out["energy_pj"] / T
+        out["per_step"] = {k: out[k] / T for k in (*OPS, "energy_pj")}
         out["ann_macs"] = sum(r["ann"]["macs"] for r in chosen)
         out["ann_energy_pj"] = sum(r["ann"]["energy_pj"] for r in chosen)
         if memory:

@@ -206,6 +206,7 @@ def test_energy_is_counts_times_table(tmp_path):
     assert s["total"]["energy_pj"] == pytest.approx(want)
     assert s["total"]["energy_pj"] == pytest.approx(sum(s["total"][k] * table[k] for k in an.OPS))
     assert s["total"]["energy_pj_per_step"] == pytest.approx(want / 2)
+    assert s["by_layer"]["ei_layer_1"]["per_step"]["macs"] == s["by_layer"]["ei_layer_1"]["macs"] / 2
     assert s["by_population"]["E"]["energy_pj"] + s["by_population"]["I"]["energy_pj"] == pytest.approx(want)
     sub = next(p for p in s["pathways"] if p["pathway"] == "I-|E sub" and p["layer"] == "ei_layer_1")
     assert sub["per_inference"]["energy_pj"] == 16 * 2.0 + 8 * 0.9
