@@ -88,8 +88,6 @@ def analyze_target(target: Path, *, init: bool = False, data: str | None = None,
                    table: dict[str, float] | None = None, memory: bool = False, seed: int = 2025,
                    include=()) -> dict[str, Any]:
     """Load what TARGET names, measure it on `samples` test inputs, and return the analysis."""
-    import torch
-
     from . import checkpoint as ckpt
     from . import ir
     from .analyze import analyze
