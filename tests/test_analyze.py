@@ -211,6 +211,9 @@ def test_energy_is_counts_times_table(tmp_path):
     sub = next(p for p in s["pathways"] if p["pathway"] == "I-|E sub" and p["layer"] == "ei_layer_1")
     assert sub["per_inference"]["energy_pj"] == 16 * 2.0 + 8 * 0.9
     assert sub["per_step"]["macs"] == 8
+    # --memory: one weight fetch per MAC or AC, a membrane read and write per LIF neuron per step.
+    m = an.summarize_ops(entries, 2, table, memory=True)["by_layer"]["ei_layer_1"]
+    assert m["memory_accesses"] == m["macs"] + m["acs"] + 2 * 4 * 2
     with pytest.raises(an.AnalysisError, match="unknown operation"):
         an.energy_table({"flops": 1.0})
 
@@ -345,7 +348,7 @@ def test_training_logs_the_circuit_and_analyze_reads_the_run(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["resnet.ei", "vgg.ei"])
 def test_large_shipped_specs_through_the_cli(tmp_path, spec):
-    code, output = cli("analyze", SPECS / spec, "--data", "uniform", "--samples", 1, "--threads", 1,
+    code, output = cli("analyze", SPECS / spec, "--data", "uniform", "--samples", 2, "--threads", 1,
                        "--no-plots", "-o", tmp_path)
     assert code == 0, output
     result = json.loads((tmp_path / "analysis.json").read_text())
