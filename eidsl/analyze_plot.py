@@ -103,6 +103,7 @@ def energy(result: dict, path: Path) -> Path:
     ax.scatter(ann, y, marker="|", s=200, color="k", zorder=3, label="same net as ANN")
     ax.set_yticks(y, [_short(n, 26) for n in layers], fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlim(0, 1.05 * max(left.max(), ann.max(), 1e-12))
     ax.set(xlabel=f"energy per inference ({unit}, all T steps)",
            title="energy by layer and pathway (compute only, 45 nm)")
     ax.legend(fontsize=7, loc="lower right")
