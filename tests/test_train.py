@@ -471,7 +471,8 @@ def test_plot_writes_pngs(full_run, tmp_path):
     code, output = cli("plot", run, "--out", tmp_path)
     assert code == 0, output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["curves.png", "firing_rates.png", "hist_classifier_1.O.png", "hist_layer_1.E.png"]
+    assert names == ["balance_over_training.png", "curves.png", "firing_rates.png", "hist_classifier_1.O.png",
+                     "hist_layer_1.E.png"]
     for p in tmp_path.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 

@@ -265,11 +265,28 @@ def test_full_disk_while_appending_metrics(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(metrics, "open", no_space, raising=False)
-    code, output = cli("train", SPECS / "mlp.ei", *TRAIN_ARGS, "--epochs", "1", "--out", run)
+    # The circuit monitor appends first (batch 1); off here, so the epoch's metrics line is the first write.
+    config = tmp_path / "no_monitor.toml"
+    config.write_text("circuit_every = 0\n")
+    code, output = cli("train", SPECS / "mlp.ei", *TRAIN_ARGS, "--epochs", "1", "--config", config, "--out", run)
     assert code == 2, output
     assert _error_line(output) == (f"error: cannot write {run / 'metrics.jsonl'}: No space left on device; "
                                    "the previous metrics.jsonl is unchanged")
     assert (run / "metrics.jsonl").read_text() == "" and not (run / LAST).exists()
+    assert not (run / "circuit.jsonl").exists()
+
+
+def test_full_disk_while_logging_the_circuit_stops_at_the_first_batch(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+
+    def no_space(path, mode="r", *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(metrics, "open", no_space, raising=False)
+    code, output = cli("train", SPECS / "mlp.ei", *TRAIN_ARGS, "--epochs", "1", "--out", run)
+    assert code == 2, output
+    assert _error_line(output).startswith(f"error: cannot write {run / 'circuit.jsonl'}: No space left on device")
+    assert not (run / LAST).exists()
 
 
 # ---------------------------------------------------------------- non-finite currents

@@ -1,5 +1,5 @@
 """The `eidsl` command line: one module per command group, each registering on `app`."""
-from eidsl.cli import bench, check, compile, graph, reliability, sweep, tools, train  # noqa: F401  (registration)
+from eidsl.cli import analyze, bench, check, compile, graph, reliability, sweep, tools, train  # noqa: F401  (registration)
 from eidsl.cli.app import app, command, parse_sets
 
 __all__ = ["app", "command", "main", "parse_sets"]

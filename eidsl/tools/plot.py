@@ -30,6 +30,11 @@ def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
     paths = [curves(records, out / "curves.png"),
              firing_rates(records, out / "firing_rates.png", _populations(run))]
     paths += histograms(run / "hist", out)
+    from eidsl.train.circuit_log import read_log
+    circuit = read_log(run)
+    if circuit:   # the circuit monitor's log (docs/analysis.md)
+        from eidsl.tools.analyze_plot import training
+        paths.append(training(circuit, out / "balance_over_training.png"))
     return paths
 
 

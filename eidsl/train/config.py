@@ -42,6 +42,7 @@ class TrainConfig(BaseModel):
     threads: Optional[int] = Field(None, ge=1)   # torch intra-op threads; None: torch's default
     eval_every: int = Field(1, ge=1)
     rate_every: int = Field(10, ge=1)      # batches between firing-rate samples when compiled
+    circuit_every: int = Field(50, ge=0)   # batches between circuit-monitor records (circuit.jsonl); 0: off
     hist_epochs: Optional[list[int]] = None  # epochs whose current/weight histograms are kept; None: a default set
     tensorboard: bool = False
     strict: bool = False                   # stop (exit 5, run saved) on a health warning (health.py)

@@ -48,6 +48,7 @@ from eidsl.train.config import ConfigError, TrainConfig
 from eidsl.errors import EidslError
 from eidsl.train.evaluate import BEST, LAST, TrainingError, evaluate, load_data, test_loader
 from eidsl.train import health, monitor
+from eidsl.train.circuit_log import CircuitMonitor
 
 __all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "TrainingError", "HealthError"]
 
@@ -150,6 +151,7 @@ class Trainer:
         self.last: dict[str, Any] | None = None
         self.meter = metrics.EpochMeter()
         self.epoch_seconds = 0.0
+        self.circuit = CircuitMonitor(self.run, cfg.circuit_every, enabled=self.world.main)
         self.needs_init = any(s.init.rule in DATA_DEPENDENT_INITS for s in self.net.param_specs.values())
         self.populations = monitor.populations(self.net)
         self.warned: set[str] = set()     # health warnings already printed (each is printed once per run)
@@ -261,6 +263,7 @@ class Trainer:
         self.warned = set(s.get("warned", []))
         if self.world.main:
             metrics.truncate(self.run / "metrics.jsonl", self.epoch)
+            self.circuit.truncate(self.epoch * self.iters_per_epoch + self.batch)
             self._settle_best(c)
 
     def _settle_best(self, last: ckpt.Checkpoint) -> None:
@@ -374,6 +377,10 @@ class Trainer:
         loss = F.cross_entropy(logits, y)
         if sample_rates and env is None:
             env = self._sample(x)
+        step = self.epoch * self.iters_per_epoch + self.batch
+        if self.circuit.due(step):
+            self.circuit.record(self.net, env if env is not None else self._sample(x), epoch=self.epoch + 1,
+                                batch=self.batch + 1, step=step)
         batch = metrics.EpochMeter()
         batch.add(loss, logits, y, monitor.rates(self.net, env) if sample_rates else None)
         self._last_x = x
