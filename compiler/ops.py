@@ -255,6 +255,10 @@ def avgpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     return F.avg_pool2d(x, kernel, stride)
 
 
+def maxpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    return torch.nn.functional.max_pool2d(x, kernel, stride)
+
+
 def global_avgpool(x: torch.Tensor) -> torch.Tensor:
     return x.mean((2, 3), keepdim=True)
 

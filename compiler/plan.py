@@ -22,6 +22,8 @@ class ParamSpec:
     fan_in: int = 1
     node: str = ""            # IR node the parameter belongs to
     used: bool = True         # False for the readout's g_I/g_E/b_E, kept for the reference layout
+    transform: str = "none"   # "exp": the circuit uses exp(stored value) (DANN's g_I = exp(alpha))
+    grad_scale: float = 1.0   # gradient factor applied in the backward (E-I Prop's 1/d, cSGD's factors)
 
 
 @dataclass(frozen=True)

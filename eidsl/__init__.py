@@ -1,7 +1,7 @@
 """eidsl: a language and compiler for cortical excitatory-inhibitory spiking networks (DeepEISNN)."""
 from .errors import EidslError, SpecError
 
-__all__ = ["build", "build_graph", "ei_init", "import_deepeisnn", "load_graph", "optimizer", "unwrap",
+__all__ = ["build", "build_graph", "ei_init", "import_dann", "import_deepeisnn", "load_graph", "optimizer", "unwrap",
            "EidslError", "SpecError"]
 __version__ = "0.1.0"
 

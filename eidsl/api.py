@@ -70,6 +70,12 @@ def optimizer(model: torch.nn.Module, lr: float, momentum: float = 0.9, weight_d
     return _optim.make_optimizer(unwrap(model), lr, momentum, weight_decay)
 
 
+def import_dann(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Load a reference DANN state dict (linclab/ltlwdp keys); returns {reference key: eidsl path}."""
+    from compiler.dann_import import import_dann as _import_dann
+    return _import_dann(unwrap(model), state_dict)
+
+
 def import_deepeisnn(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
     """Load a reference DeepEISNN state dict; returns the key mapping."""
     return _import(unwrap(model), state_dict)

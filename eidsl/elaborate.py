@@ -38,6 +38,7 @@ SYMBOLS = {
     "ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones",
     "sigmoid", "atan", "triangle", "rectangle", "soft", "hard", "batchnorm", "none",
     "min_positive", "epsilon", "static", "events", "exc", "inh", "free",
+    "exp", "nonneg",   # rules section: param(transform = exp, clamp = nonneg)
 }
 
 
@@ -277,6 +278,7 @@ class Elaborator:
             raise SpecError(f"network '{net.name}' must return a readout, not {_kind(result)}", result_span,
                             hint="wrap the output population: `return readout(y)`")
         self.graph.output = node
+        _resolve_refs(self)
         if self.program.train is not None:
             train = {}
             for setting in self.program.train.settings:
@@ -397,7 +399,8 @@ class Elaborator:
         fields = {"model": call.func, "sign": sign, "size": size}
         for key, value in args.items():
             if key in ("gain", "bias"):
-                fields[key] = None if value is None else self.init_rule(value, spans.get(key, call.span))
+                absent = value is None or (isinstance(value, Sym) and value == "none")   # `gain = none`
+                fields[key] = None if absent else self.init_rule(value, spans.get(key, call.span))
             elif key == "norm":
                 fields[key] = "none" if value is None else value
             else:
@@ -428,6 +431,7 @@ class Elaborator:
         args = self.bind_args(call, kinds[call.func], scope, path, spans=spans)
         if call.func == "inhibit":
             fields = {"subtractive": args.pop("sub"), "divisive": args.pop("div"), **args}
+            fields["grad_scale"] = _grad_factor(fields["grad_scale"], spans.get("grad_scale", call.span))
             spans["subtractive"], spans["divisive"] = spans.get("sub", call.span), spans.get("div", call.span)
             fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
             cls = ir.Inhibition
@@ -465,6 +469,8 @@ class Elaborator:
     def init_rule(self, value, span: Span) -> ir.Init:
         if isinstance(value, InitValue):
             return value.init
+        if isinstance(value, Formula):
+            return ir.Init(rule="constant", value=str(value))
         if isinstance(value, bool):
             raise SpecError("an init rule cannot be true/false", span)
         if isinstance(value, (int, float)):
@@ -627,8 +633,10 @@ class Elaborator:
             value = self.network_params[name]
         elif name in SYMBOLS:
             return Sym(name)
+        elif name in NAMED_VALUES:
+            return NAMED_VALUES[name]
         else:
-            hint = did_you_mean(name, [*scope, *self.network_params, *SYMBOLS])
+            hint = did_you_mean(name, [*scope, *self.network_params, *SYMBOLS, *NAMED_VALUES])
             raise SpecError(f"unknown name '{name}'", span, hint=hint)
         if isinstance(value, _Poison):
             raise _Cascade(f"'{name}' could not be defined", span)
@@ -684,6 +692,8 @@ class Elaborator:
                 if not isinstance(value, bool):
                     raise SpecError(f"`not` needs true or false, got {_kind(value)}", expr.span)
                 return not value
+            if isinstance(value, Formula):
+                return Formula(f"(-{value})")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise SpecError(f"cannot negate {_kind(value)}", expr.span)
             return -value
@@ -732,6 +742,8 @@ class Elaborator:
             if not (_is_number(left) and _is_number(right)):
                 raise SpecError(f"cannot compare {_kind(left)} with {_kind(right)}", expr.span)
             return _COMPARE[op](left, right)
+        if isinstance(left, Formula) or isinstance(right, Formula):
+            return _formula_op(op, left, right, expr)
         if isinstance(left, list) and op == "+" and isinstance(right, list):
             return self._bounded_list(left + right, expr.span)
         if isinstance(left, list) and op == "*" and _is_int(right):
@@ -895,6 +907,8 @@ def _kind(v) -> str:
         return f"the motif instance '{v.path}'"
     if isinstance(v, InitValue):
         return "an init rule"
+    if isinstance(v, Formula):
+        return f"the formula {v}"
     return type(v).__name__
 
 
@@ -922,6 +936,8 @@ def _plain(v):
         return [_plain(x) for x in v]
     if isinstance(v, (NodeRef, Instance, InitValue)):
         return repr(v)
+    if isinstance(v, Formula):
+        return str(v)
     return v
 
 
@@ -934,6 +950,7 @@ _NEURON = {"tau": 2.0, "theta": 1.0, "reset": "soft", "v_reset": 0.0, "detach_re
 POPULATION_MODELS: dict[str, dict[str, Any]] = {
     "lif": {"n": REQUIRED, **_NEURON, "norm": None, "gain": None, "bias": None, "dale": True},
     "relu": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
+    "linear": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},   # [rules]
     "current": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
 }
 
@@ -990,6 +1007,8 @@ def _whole_of(name: str, fn: Callable) -> Callable:
 
 
 def _sqrt(x):
+    if isinstance(x, Formula):
+        return Formula(f"sqrt({x})")
     if _num("sqrt")(x) < 0:
         raise _Misuse(f"needs a number >= 0, got {_show(x)}")
     return math.sqrt(x)
@@ -1020,6 +1039,144 @@ def _constant(value):
     return InitValue(ir.Init(rule="constant", value=_finite("constant", value)))
 
 
+
+# ================================================================ rules: formulas, parameter forms, init rules
+# The words DANN (Cornford et al. 2021) needed, kept together so the table can move as one block.
+# Formulas: `fan_in`, `n_E` and `n_I` stand for sizes the circuit learns only after shape inference;
+# arithmetic on them builds text that lowering evaluates per parameter (ir.eval_formula).
+
+
+class Formula:
+    """An expression over fan_in, n_E, n_I, kept as text until the compiler knows the sizes."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+    def __repr__(self):
+        return self.text
+
+    def __eq__(self, other):
+        return isinstance(other, Formula) and other.text == self.text
+
+    def __hash__(self):
+        return hash(self.text)
+
+
+NAMED_VALUES: dict[str, Any] = {**{v: Formula(v) for v in ir.FORMULA_VARS}, "pi": math.pi}
+_FORMULA_OPS = {"+", "-", "*", "/", "**"}
+
+
+def _formula_op(op: str, left, right, expr) -> "Formula":
+    for side, v in ((expr.left, left), (expr.right, right)):
+        if not (isinstance(v, Formula) or _is_number(v)):
+            raise SpecError(f"cannot apply '{op}' to {_kind(left)} and {_kind(right)}", side.span,
+                            hint="formulas combine numbers with fan_in, n_E and n_I")
+    if op not in _FORMULA_OPS:
+        raise SpecError(f"'{op}' is not available in a formula over fan_in, n_E, n_I", expr.span,
+                        hint="formulas take + - * / ** and sqrt, log, exp")
+    text = lambda v: str(v) if isinstance(v, Formula) else repr(float(v))   # noqa: E731
+    return Formula(f"({text(left)} {op} {text(right)})")
+
+
+def _math_fn(name: str, fn: Callable, ok: Callable[[float], bool], rule: str) -> Callable:
+    def apply(x):
+        if isinstance(x, Formula):
+            return Formula(f"{name}({x})")
+        x = _num(name)(x)
+        if not ok(x):
+            raise _Misuse(f"needs a number {rule}, got {_show(x)}")
+        return fn(x)
+    return apply
+
+
+def _exponential(scale):
+    if isinstance(scale, Formula):
+        return InitValue(ir.Init(rule="exponential", scale=str(scale)))
+    scale = _finite("exponential", scale)
+    if not scale > 0:
+        raise _Misuse(f"needs a positive scale, got {scale:g}")
+    return InitValue(ir.Init(rule="exponential", scale=scale))
+
+
+_TRANSFORMS = {"none", "exp"}
+_CLAMPS = {"dale", "nonneg", "none"}
+
+
+def _param(init, transform="none", grad=1, clamp="dale"):
+    """A parameter declaration: its init, the form the circuit uses it in, its gradient factor and
+    the projection applied after each optimiser step."""
+    if isinstance(init, InitValue):
+        rule = init.init
+    elif isinstance(init, Formula):
+        rule = ir.Init(rule="constant", value=str(init))
+    elif _is_number(init):
+        rule = ir.Init(rule="constant", value=_finite("param", init))
+    elif isinstance(init, str) and init in INIT_RULES:
+        rule = ir.Init(rule=init)
+    else:
+        raise _Misuse(f"needs an init rule first, got {_kind(init)}")
+    if transform not in _TRANSFORMS:
+        raise _Misuse(f"transform must be one of {', '.join(sorted(_TRANSFORMS))}, got {_kind(transform)}")
+    if clamp not in _CLAMPS:
+        raise _Misuse(f"clamp must be one of {', '.join(sorted(_CLAMPS))}, got {_kind(clamp)}")
+    if isinstance(grad, bool) or not (isinstance(grad, Formula) or _is_number(grad)):
+        raise _Misuse(f"grad must be a number or a formula over fan_in, n_E, n_I, got {_kind(grad)}")
+    return InitValue(rule.model_copy(update={"transform": str(transform), "clamp": str(clamp),
+                                             "grad": str(grad) if isinstance(grad, Formula) else float(grad)}))
+
+
+def _grad_factor(value, span: Span):
+    """inhibit's grad_scale: true is DeepEISNN's 1 / fan_in, false is 1, else a number or formula."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Formula):
+        return str(value)
+    if _is_number(value):
+        return float(value)
+    raise SpecError(f"grad_scale must be true, false, a number or a formula, got {_kind(value)}", span,
+                    hint="e.g. grad_scale = 1 / fan_in")
+
+
+RULE_FUNCTIONS: dict[str, tuple[dict, Callable]] = {
+    "exp": ({"x": REQUIRED}, _math_fn("exp", math.exp, lambda x: x < 700, "below 700")),
+    "log": ({"x": REQUIRED}, _math_fn("log", math.log, lambda x: x > 0, "> 0")),
+    "exponential": ({"scale": REQUIRED}, _exponential),
+    "param": ({"init": REQUIRED, "transform": "none", "grad": 1, "clamp": "dale"}, _param),
+}
+
+
+def _mean_of(el: "Elaborator", call: S.Call, scope: dict, path: str) -> InitValue:
+    """Init rule: every row is the mean over output units of `pop`'s weight from the same source
+    (DANN's single I unit starts as the average E unit). Resolved to a parameter when lowered."""
+    args = el.bind_args(call, {"pop": REQUIRED}, scope, path)
+    node = el.as_node(args["pop"], call.span)
+    if not isinstance(el.graph.node(node), ir.Population):
+        raise SpecError(f"mean_of() needs a population, got '{node}'", call.span)
+    return InitValue(ir.Init(rule="mean_of", ref=node))
+
+
+def _maxpool(el: "Elaborator", call: S.Call, scope: dict, path: str):
+    spans: dict[str, Span] = {}
+    args = el.bind_args(call, {"x": REQUIRED, "k": 2, "stride": None}, scope, path, spans=spans)
+    k = _whole(args["k"], "pool size k", 1, spans.get("k", call.span))
+    stride = k if args["stride"] is None else _whole(args["stride"], "pool stride", 1, spans.get("stride", call.span))
+    return el.unary_node("pool", ir.Pool(op="max", kernel=k, stride=stride, loc=el.loc(call.span)), args["x"],
+                         call, path)
+
+
+RULE_GRAPH_BUILTINS: dict[str, Callable] = {"mean_of": _mean_of, "maxpool": _maxpool}
+
+
+def _resolve_refs(el: "Elaborator") -> None:
+    """mean_of names a node as it was when called; motif collapsing may have renamed it since."""
+    for src, dst, rec in list(el.graph.edges(ir.Projection)):
+        if rec.init.rule == "mean_of":
+            el.graph.replace_edge(src, dst, init=rec.init.model_copy(update={"ref": el.resolve(rec.init.ref)}))
+# ================================================================ end of rules
+
 FUNCTIONS: dict[str, tuple[dict, Callable]] = {
     "min": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: min(_num("min")(a), _num("min")(b))),
     "max": ({"a": REQUIRED, "b": REQUIRED}, lambda a, b: max(_num("max")(a), _num("max")(b))),
@@ -1028,6 +1185,7 @@ FUNCTIONS: dict[str, tuple[dict, Callable]] = {
     "floor": ({"x": REQUIRED}, _whole_of("floor", math.floor)),
     "ceil": ({"x": REQUIRED}, _whole_of("ceil", math.ceil)),
     "sqrt": ({"x": REQUIRED}, _sqrt),
+    **RULE_FUNCTIONS,
     "len": ({"x": REQUIRED}, _len),
     "range": ({"start": REQUIRED, "stop": None, "step": 1}, _range),
     "uniform": ({"low": REQUIRED, "high": REQUIRED}, _uniform),
@@ -1157,6 +1315,7 @@ GRAPH_BUILTINS: dict[str, Callable] = {
     "image": _input("static"),
     "events": _input("events"),
     "avgpool": _pool,
+    **RULE_GRAPH_BUILTINS,
     "global_avgpool": _global_pool,
     "flatten": _flatten,
     "readout": _readout,

@@ -364,6 +364,7 @@ ACTIVATION_FLOATS = {
                       # by the fused LIF, compiler/fused.py), gradients of spikes and current
     "relu": 3,        # output (saved by relu and by the inhibition product), its gradient, its current
     "current": 3,
+    "linear": 3,
     "batchnorm": 2,   # the normalised current BatchNorm saves, and its gradient
     "inhibited": 3,   # the fused circuit saves I_EE - I_sub (s_I is the relu's) and recomputes the
                       # divisor; made and dropped: the divisor, the integrated current, two gradients
