@@ -120,7 +120,15 @@ class _Gen:
         return term
 
     def param(self, path: str | None) -> str:
-        return "None" if path is None else _ref(path)
+        """A parameter as the circuit uses it: its declared gradient factor, then its transform."""
+        if path is None:
+            return "None"
+        expr, spec = _ref(path), self.specs.get(path)
+        if spec is not None and spec.grad_scale != 1.0:
+            expr = f"ops.scale_grad({expr}, {_scale(spec.grad_scale)})"
+        if spec is not None and spec.transform == "exp":
+            expr = f"torch.exp({expr})"
+        return expr
 
     def header(self, step: Step) -> None:
         """One comment per layer, pointing at the spec line that declares it."""
@@ -222,7 +230,7 @@ def _fold_events(g: _Gen, step: Step, ins):
 
 def _project(g: _Gen, step: Step, ins):
     outs = [g.new(out.split("<-")[0], g.current(out, path)) for out, path in zip(step.outs, step.params["weights"])]
-    weights = ", ".join(_ref(p) for p in step.params["weights"])
+    weights = ", ".join(g.param(p) for p in step.params["weights"])
     biases = ", ".join(g.param(b) for b in step.params["biases"])
     a = step.attrs
     geometry = f", stride={a['stride']}, padding={a['padding']}" if a["op"] == "conv" else ""
@@ -255,7 +263,7 @@ def _integrate(g: _Gen, step: Step, ins):
     rule = ("none", False, 1e-8)
     for s_I, mode, w_paths, g_path in zip(inhibitors, a["modes"], p["W_EI"], p["g_I"]):
         gs = mode["grad_scale"]
-        weights = [f"ops.scale_grad({_ref(w)}, {_scale(gs)})" if gs != 1.0 else _ref(w) for w in w_paths]
+        weights = [g.param(w) for w in w_paths]
         g_I = g.param(g_path)
         sub = g.new(node, "I_sub") if mode["subtractive"] else None
         div = g.new(node, "I_div") if mode["divisive"] else None
@@ -320,8 +328,7 @@ def _circuit_lif(g: _Gen, circuit: Step, lif: Step, ins):
         I_EE = g.new(circuit.node, "I_EE_sum")
         g.line(f"{I_EE} = ops.spike_sum({', '.join(excitation)})")
     gs = a["modes"][0]["grad_scale"]
-    W_EI = _ref(p["W_EI"][0][0])
-    W_EI = f"ops.scale_grad({W_EI}, {_scale(gs)})" if gs != 1.0 else W_EI
+    W_EI = g.param(p["W_EI"][0][0])
     scaled = f"; W_EI's gradient times {_scale(gs)}" if gs != 1.0 else ""
     s = g.new(lif.node, f"s_{g.pop(lif.node)}")
     g.line("# I_int = g_E (I_EE - W_EI s_I) / min_positive(W_EI (g_I * s_I)) + b_E, identity gradient through the")
@@ -461,6 +468,7 @@ EMITTERS = {
     "delay": _delay,
     "delay_step": _delay_step,
     "avgpool": _simple("avgpool", extra=", {kernel}, {stride}"),
+    "maxpool": _simple("maxpool", extra=", {kernel}, {stride}"),
     "global_avgpool": _simple("global_avgpool"),
     "flatten": _simple("flatten"),
     "spike_sum": _simple("spike_sum", comment="spike-sum residual"),
