@@ -336,6 +336,11 @@ def _formula(value, env: dict, what: str, loc) -> float:
 
 def _resolve_init(init: ir.Init, env: dict, what: str, loc) -> tuple[ir.Init, float]:
     """The init with its formulas evaluated for this parameter, and its gradient factor."""
+    if init.data_dependent and init.transform != "none":
+        # E-I Init writes the value the circuit uses; a transformed parameter stores something else.
+        raise SpecError(f"{what}: the data-dependent init '{init.rule}' cannot be combined with "
+                        f"transform = {init.transform}", loc.span() if loc else None,
+                        hint="give a transformed parameter a data-free init (a number, formula or distribution)")
     changes = {}
     for field_name in ("value", "scale"):
         v = getattr(init, field_name)

@@ -256,3 +256,54 @@ def test_dann_specs_describe_and_check():
         assert graph.node(graph.output).shape == (10,)
     with pytest.raises(SpecError, match="layer"):
         eidsl.load_graph(SPECS / "dann.ei", layer="divisive")
+
+
+def test_transformed_parameter_refuses_data_dependent_init(tmp_path):
+    spec = write(tmp_path, "    exc E = linear(2, gain = param(gain_control, transform = exp))\n"
+                           "    x -> E : dense()\n    return readout(E)")
+    with pytest.raises(SpecError, match="gain_control"):
+        eidsl.build(spec)
+
+
+def test_mean_of_needs_a_weight_from_the_same_source(tmp_path):
+    spec = write(tmp_path, "    exc E = relu(3)\n    exc F = linear(3)\n    x -> E : dense()\n"
+                           "    E -> F : dense(init = mean_of(E))\n    return readout(F)")
+    with pytest.raises(SpecError, match="mean_of"):
+        eidsl.build(spec)
+
+
+def test_constant_schedule_keeps_the_rate():
+    from eidsl.config import TrainConfig
+    from eidsl.train import make_scheduler
+    net = build("dense")
+    opt = eidsl.optimizer(net, lr=0.1, momentum=0, weight_decay=0)
+    sched = make_scheduler(opt, TrainConfig(lr=0.1, epochs=2, schedule="constant"), 5)
+    rates = []
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates == [0.1] * 10
+
+
+def test_cli_describe_and_nir_report_for_dann(tmp_path):
+    from typer.testing import CliRunner
+    from eidsl.cli import app
+    runner = CliRunner()
+    out = runner.invoke(app, ["describe", str(SPECS / "dann.ei"), "--set", "n_e=100", "--set", "n_i=10"])
+    assert out.exit_code == 0 and "113,001" in out.output
+    out = runner.invoke(app, ["export", "nir", str(SPECS / "dann_conv.ei"), "--output", str(tmp_path / "a.nir")])
+    assert out.exit_code == 2 and "max pooling 'pool_1'" in out.output and not (tmp_path / "a.nir").exists()
+    out = runner.invoke(app, ["export", "nir", str(SPECS / "dann_conv.ei"), "--lossy",
+                              "--output", str(tmp_path / "b.nir")])
+    assert out.exit_code == 0, out.output
+    assert "written as an average pool" in out.output and "stored as its log" in out.output
+
+
+def test_training_accepts_image_data_for_the_flat_input():
+    from eidsl.data import DatasetInfo
+    from eidsl.evaluate import check_data_fits
+    graph = eidsl.load_graph(SPECS / "dann.ei", n_e=20, n_i=2)
+    check_data_fits(graph, DatasetInfo("mnist5k", (1, 28, 28), 10, False, 4000, 1000))
+    with pytest.raises(Exception, match="784"):
+        check_data_fits(graph, DatasetInfo("cifar10", (3, 32, 32), 10, False, 1, 1))
