@@ -308,21 +308,22 @@ def _gain_name(rec: ir.Population) -> str:
 
 
 def _sizes(lw: "_Lowering", pop: str, fan_in: int) -> dict[str, float]:
-    """The names a formula may use for a parameter of population `pop`: fan_in of its input,
+    """The names a formula may use for a parameter of population `pop`: fan_in of its (first) input,
     n_E (its own size, or for an I population the size of what it inhibits) and n_I (its own size
     if inhibitory, else the size of the population inhibiting it)."""
     graph, rec = lw.graph, lw.graph.node(pop)
     env = {"fan_in": fan_in or 1}
+    # A size that differs between several partners is left undefined, so a formula using it is an error.
     if rec.sign == "inh":
         env["n_I"] = rec.size
-        target = next((dst for dst, _ in graph.out_edges(pop, ir.Inhibition)), None)
-        if target is not None:
-            env["n_E"] = graph.node(target).size
+        sizes = {graph.node(dst).size for dst, _ in graph.out_edges(pop, ir.Inhibition)}
+        if len(sizes) == 1:
+            env["n_E"] = sizes.pop()
     else:
         env["n_E"] = rec.size
-        source = next((src for src, _ in graph.in_edges(pop, ir.Inhibition)), None)
-        if source is not None:
-            env["n_I"] = graph.node(source).size
+        sizes = {graph.node(src).size for src, _ in graph.in_edges(pop, ir.Inhibition)}
+        if len(sizes) == 1:
+            env["n_I"] = sizes.pop()
     return env
 
 
