@@ -343,8 +343,7 @@ def _resolve_init(init: ir.Init, env: dict, what: str, loc) -> tuple[ir.Init, fl
                         f"transform = {init.transform}", loc.span() if loc else None,
                         hint="give a transformed parameter a data-free init (a number, formula or distribution)")
     changes = {}
-    for field_name in ("value", "scale"):
-        v = getattr(init, field_name)
+    for field_name, v in (("value", init.value), ("scale", init.scale)):
         if isinstance(v, str):
             changes[field_name] = _formula(v, env, f"the init {field_name} of {what}", loc)
     if init.rule == "exponential" and not changes.get("scale", init.scale) > 0:
