@@ -343,14 +343,21 @@ def _resolve_init(init: ir.Init, env: dict, what: str, loc) -> tuple[ir.Init, fl
                         f"transform = {init.transform}", loc.span() if loc else None,
                         hint="give a transformed parameter a data-free init (a number, formula or distribution)")
     changes = {}
-    for field_name, v in (("value", init.value), ("scale", init.scale)):
+    for field_name, v in (("value", init.value), ("scale", init.scale), ("low", init.low), ("high", init.high),
+                          ("mean", init.mean), ("std", init.std)):
         if isinstance(v, str):
             changes[field_name] = _formula(v, env, f"the init {field_name} of {what}", loc)
-    if init.rule == "exponential" and not changes.get("scale", init.scale) > 0:
-        raise SpecError(f"the exponential init of {what} needs a positive scale, got {changes.get('scale', init.scale):g}",
-                        loc.span() if loc else None)
+            if not abs(changes[field_name]) <= FLOAT32_MAX:
+                raise SpecError(f"{what} would start at {changes[field_name]:g} ({init.rule} {field_name} = {v}), "
+                                "beyond the float32 range of a weight (about ±3.4e38)", loc.span() if loc else None)
+    new = init.model_copy(update=changes) if changes else init
+    bad = {"exponential": lambda: not new.scale > 0 and f"a positive scale, got {new.scale:g}",
+           "uniform": lambda: not new.low < new.high and f"low < high, got low {new.low:g} and high {new.high:g}",
+           "normal": lambda: not new.std > 0 and f"a positive standard deviation, got {new.std:g}"}.get(init.rule)
+    if changes and bad is not None and bad():
+        raise SpecError(f"the {init.rule} init of {what} needs {bad()}", loc.span() if loc else None)
     grad = _formula(init.grad, env, f"the gradient factor of {what}", loc)
-    return (init.model_copy(update=changes) if changes else init), grad
+    return new, grad
 
 
 def _tie_means(lw: "_Lowering") -> None:

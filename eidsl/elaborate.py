@@ -1022,6 +1022,8 @@ def _finite(name: str, v) -> float:
 
 
 def _uniform(low, high):
+    if isinstance(low, Formula) or isinstance(high, Formula):   # checked once the sizes are known
+        return InitValue(ir.Init(rule="uniform", low=_deferred("uniform", low), high=_deferred("uniform", high)))
     low, high = _finite("uniform", low), _finite("uniform", high)
     if not low < high:
         raise _Misuse(f"needs low < high, got low {low:g} and high {high:g}")
@@ -1029,14 +1031,20 @@ def _uniform(low, high):
 
 
 def _normal(mean, std):
+    if isinstance(mean, Formula) or isinstance(std, Formula):
+        return InitValue(ir.Init(rule="normal", mean=_deferred("normal", mean), std=_deferred("normal", std)))
     mean, std = _finite("normal", mean), _finite("normal", std)
     if not std > 0:
         raise _Misuse(f"needs a positive standard deviation, got {std:g}")
     return InitValue(ir.Init(rule="normal", mean=mean, std=std))
 
 
+def _deferred(name: str, v):
+    return str(v) if isinstance(v, Formula) else _finite(name, v)
+
+
 def _constant(value):
-    return InitValue(ir.Init(rule="constant", value=_finite("constant", value)))
+    return InitValue(ir.Init(rule="constant", value=_deferred("constant", value)))
 
 
 

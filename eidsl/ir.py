@@ -53,10 +53,10 @@ class Init(BaseModel):
     # Numbers may be formulas (text over fan_in, n_E, n_I; see `eval_formula`), resolved per
     # parameter when the network is lowered, where the circuit's sizes are known.
     value: float | str | None = None      # constant
-    low: float | None = None        # uniform
-    high: float | None = None
-    mean: float | None = None       # normal
-    std: float | None = None
+    low: float | str | None = None        # uniform
+    high: float | str | None = None
+    mean: float | str | None = None       # normal
+    std: float | str | None = None
     scale: float | str | None = None      # exponential: mean (= std) of the distribution
     ref: str | None = None                # mean_of: the population whose weight from the same source is copied
     # How the parameter lives and learns (the `param(...)` wrapper of the language):

@@ -307,3 +307,16 @@ def test_training_accepts_image_data_for_the_flat_input():
     check_data_fits(graph, DatasetInfo("mnist5k", (1, 28, 28), 10, False, 4000, 1000))
     with pytest.raises(Exception, match="784"):
         check_data_fits(graph, DatasetInfo("cifar10", (3, 32, 32), 10, False, 1, 1))
+
+
+def test_pytorch_default_init_is_a_formula_instance(tmp_path):
+    """`default` is U(-1/sqrt(d), 1/sqrt(d)); written as a formula it draws the same numbers."""
+    nets = []
+    for rule in ("default", "uniform(-1 / sqrt(fan_in), 1 / sqrt(fan_in))"):
+        spec = write(tmp_path, f"    exc E = linear(5)\n    x -> E : dense(init = {rule})\n    return readout(E)")
+        nets.append(eidsl.build(spec, seed=3))
+    assert torch.equal(nets[0].tensor("E.W_EE"), nets[1].tensor("E.W_EE"))
+    spec = write(tmp_path, "    exc E = linear(5)\n    x -> E : dense(init = normal(0, 1 - fan_in))\n"
+                           "    return readout(E)")
+    with pytest.raises(SpecError, match="positive standard deviation"):
+        eidsl.build(spec)
