@@ -119,8 +119,8 @@ def _inhibition(net: Network, step, env) -> tuple[torch.Tensor | None, torch.Ten
     """I_sub and I_div of an integrate step, before stabilisation (the runner does not keep them)."""
     p = step.params
     I_sub, I_div, _ = ops.inhibition([env[s] for s in step.ins[step.attrs.n_exc:]],
-                                     [[net.tensor(w) for w in paths] for paths in p.W_EI],
-                                     [None if g is None else net.tensor(g) for g in p.g_I], step.attrs.modes)
+                                     [[net.value(w) for w in paths] for paths in p.W_EI],
+                                     [None if g is None else net.value(g) for g in p.g_I], step.attrs.modes)
     return I_sub, I_div
 
 
@@ -155,7 +155,7 @@ def layer_quantities(net: Network, x: torch.Tensor) -> dict[str, dict[str, torch
             weights["g_I"] = [p for p in step.params.g_I if p is not None]
             for role, paths in weights.items():
                 if paths:
-                    q[role] = torch.cat([net.tensor(p).detach().flatten() for p in paths])
+                    q[role] = torch.cat([net.value(p).detach().flatten() for p in paths])   # g_I = exp(alpha) where declared
             layers[pop] = q
     return layers
 
