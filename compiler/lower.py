@@ -11,6 +11,7 @@ offending node.
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -371,9 +372,7 @@ def _tie_means(lw: "_Lowering") -> None:
         if ref_spec.shape[1:] != spec.shape[1:]:
             raise SpecError(f"mean_of('{ref}'): its weight has shape {ref_spec.shape}, this one {spec.shape}",
                             loc.span() if loc else None)
-        lw.params[index] = ParamSpec(spec.path, spec.shape, spec.role, spec.init.model_copy(update={"ref": other}),
-                                     spec.nonneg, spec.fan_in, spec.node, spec.used, spec.transform,
-                                     spec.grad_scale)
+        lw.params[index] = dataclasses.replace(spec, init=spec.init.model_copy(update={"ref": other}))
 
 
 def _bias_name(rec: ir.Population) -> str:

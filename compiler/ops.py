@@ -290,7 +290,7 @@ def avgpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
 
 
 def maxpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    return torch.nn.functional.max_pool2d(x, kernel, stride)
+    return F.max_pool2d(x, kernel, stride)
 
 
 def global_avgpool(x: torch.Tensor) -> torch.Tensor:

@@ -167,7 +167,8 @@ class Inhibition(_Record):
         I_sub = W_EI s_I,   I_div = W_EI (g_I ⊙ s_I),   into  g_E ⊙ (I_EE − I_sub) / stabilise(I_div) + b_E
 
     `stabilize`: min_positive (zeros → the smallest positive entry of the sample; with `ste`, an
-    identity gradient: E-I Prop, §3) or I_div + ε. `grad_scale`: W_EI's gradient × 1/d (§3)."""
+    identity gradient: E-I Prop, §3) or I_div + ε. `grad_scale`: W_EI's gradient × 1/d (§3) when
+    true, or × a number or formula (DANN's cSGD, §9.5)."""
     kind: Literal["inhibition"] = "inhibition"
     subtractive: bool = True
     divisive: bool = True
