@@ -320,3 +320,21 @@ def test_pytorch_default_init_is_a_formula_instance(tmp_path):
                            "    return readout(E)")
     with pytest.raises(SpecError, match="positive standard deviation"):
         eidsl.build(spec)
+
+
+def test_probe_reports_dann_layers_with_the_gain_the_circuit_uses():
+    # Histograms (eidsl.train.probe) show each E layer once, its interneurons inside it, and g_I as
+    # exp of the stored log: DANN's hidden E units are ReLU and its I units linear.
+    from eidsl.train.probe import layer_quantities
+    net = eidsl.build(SPECS / "dann.ei", n_e=20, n_i=4, hidden=1)
+    with torch.no_grad():
+        net.tensor("dann_layer_1.I.log_g_I").copy_(torch.tensor([-1.0, 0.0, 0.5, 1.0]))
+    x = torch.rand(3, 784)
+    q = layer_quantities(net, x)
+    assert sorted(q) == ["dann_layer_1.E", "dann_layer_2.E"]
+    layer = q["dann_layer_1.E"]
+    assert torch.equal(layer["g_I"], torch.exp(torch.tensor([-1.0, 0.0, 0.5, 1.0])))
+    # I_div = W_EI (g_I * z_I), with z_I the I units' linear activity
+    z_I = x @ net.tensor("dann_layer_1.I.W_IE").T
+    want = (z_I * layer["g_I"]) @ net.tensor("dann_layer_1.E.W_EI").T
+    assert torch.allclose(layer["I_div"], want, rtol=1e-5, atol=1e-6)

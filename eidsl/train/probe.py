@@ -127,8 +127,9 @@ def _inhibition(net: Network, step, env) -> tuple[torch.Tensor | None, torch.Ten
 def layer_quantities(net: Network, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
     """Per excitatory/output population: its currents on `x` and its weights, in the paper's names."""
     specs = net.param_specs
-    # Interneurons (ReLU populations) show up as their targets' I_sub/I_div, not as layers of their own.
-    interneurons = {step.node for step in net.plan.steps if step.op == "relu"}
+    # Interneurons show up as their targets' I_sub/I_div, not as layers of their own. Known by their
+    # weights' roles (W_IE, g_I), not by model: DANN's I units are linear and its hidden E units ReLU.
+    interneurons = {spec.node for spec in specs.values() if spec.role.startswith("W_I") or spec.role == "g_I"}
     with torch.no_grad(), frozen(net):
         env = net.run(x, keep=True)
         layers: dict[str, dict[str, torch.Tensor]] = {}
