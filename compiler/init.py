@@ -51,8 +51,11 @@ def initialise(net: Network, seed: int = 0) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for path, spec in net.param_specs.items():
-            t = net.tensor(path)
-            fill(t, spec, gen)
+            if spec.init.rule != "mean_of":
+                fill(net.tensor(path), spec, gen)
+        for path, spec in net.param_specs.items():
+            if spec.init.rule == "mean_of":   # a tie at init only: the row-mean of another weight
+                net.tensor(path).copy_(net.tensor(spec.init.ref).mean(0, keepdim=True).expand_as(net.tensor(path)))
         net.clamp_()
 
 
@@ -78,6 +81,8 @@ def fill(t: torch.Tensor, spec: ParamSpec, gen: torch.Generator) -> None:
         t.uniform_(init.low, init.high, generator=gen)
     elif rule == "normal":
         t.normal_(init.mean, init.std, generator=gen)
+    elif rule == "exponential":
+        t.exponential_(1.0 / init.scale, generator=gen)
     elif rule == "ei_balanced":
         # Placeholder until E-I Init sees data: the binary-input scale at firing rate 0.2.
         t.exponential_(1.0 / math.sqrt(0.8 / (1.8 * fan_in)), generator=gen)

@@ -11,6 +11,7 @@ offending node.
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,6 +33,7 @@ def lower(graph: ir.Graph) -> Plan:
             _build(lw, group[0])
         else:
             _loop(lw, group)
+    _tie_means(lw)
     return Plan(graph.name, lw.T, graph.node(graph.input_name), lw.steps, lw.params, lw.buffers, graph.output)
 
 
@@ -77,6 +79,8 @@ class _Lowering:
         self.emitted: dict[tuple[str, str], str] = {}   # (source, target) -> current name
         self.names: dict[str, set[str]] = {}     # parameter names used per node
         self.loop: _Loop | None = None          # set while the body of a loop is lowered
+        self.weight_of: dict[tuple[str, str], str] = {}   # (source, target) -> weight path
+        self.ties: list[tuple[int, str, str, object]] = []   # (param index, source, referenced node, loc)
 
     def emit(self, step: Step) -> None:
         self.steps.append(step)
@@ -120,13 +124,18 @@ class _Lowering:
         return delayed
 
     def param(self, node: str, name: str, shape, role: str, init: ir.Init, nonneg: bool,
-              fan_in: int = 1, used: bool = True) -> str:
+              fan_in: int = 1, used: bool = True, env: dict | None = None, loc=None,
+              grad_scale: float | str = 1.0) -> str:
         taken = self.names.setdefault(node, set())
         base, k = name, 2
         while name in taken:
             name, k = f"{base}_{k}", k + 1
         taken.add(name)
-        spec = ParamSpec(f"{node}.{name}", tuple(shape), role, init, nonneg, fan_in, node, used)
+        init, grad = _resolve_init(init, env or {"fan_in": fan_in}, f"{node}.{name}", loc)
+        grad *= _formula(grad_scale, env or {"fan_in": fan_in}, f"the gradient factor of {node}.{name}", loc)
+        nonneg = {"dale": nonneg, "nonneg": True, "none": False}[init.clamp]
+        spec = ParamSpec(f"{node}.{name}", tuple(shape), role, init, nonneg, fan_in, node, used,
+                         init.transform, grad)
         self.params.append(spec)
         return spec.path
 
@@ -150,7 +159,8 @@ def _pool(lw: _Lowering, name: str, rec: ir.Pool) -> None:
     if rec.global_pool:
         lw.emit(Step("global_avgpool", (name,), (src,), name, loc=rec.loc))
     else:
-        lw.emit(Step("avgpool", (name,), (src,), name, Pool(rec.kernel, rec.stride), loc=rec.loc))
+        lw.emit(Step("maxpool" if rec.op == "max" else "avgpool", (name,), (src,), name, Pool(rec.kernel, rec.stride),
+                     loc=rec.loc))
     lw.done.add(name)
 
 
@@ -202,7 +212,11 @@ def _projections(lw: _Lowering, src: str, target: str) -> None:
         name, role = _weight_name(lw, src, rec)
         shape = (rec.size, e.fan_in) if e.op == "dense" else \
             (rec.size, lw.graph.node(src).shape[0], e.kernel, e.kernel)
-        weights.append(lw.param(dst, name, shape, role, e.init, e.nonneg, e.fan_in))
+        weights.append(lw.param(dst, name, shape, role, e.init, e.nonneg, e.fan_in,
+                                env=_sizes(lw, dst, e.fan_in), loc=e.loc))
+        lw.weight_of[(src, dst)] = weights[-1]
+        if e.init.rule == "mean_of":
+            lw.ties.append((len(lw.params) - 1, src, e.init.ref, e.loc))
         biases.append(lw.param(dst, "bias", (rec.size,), "bias", ir.Init(rule="default"), False, e.fan_in)
                       if e.bias else None)
         out = f"{dst}<-{src}"
@@ -227,15 +241,22 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
         nonneg = edge.nonneg
         shape = (rec.size, src_rec.size)
         init = edge.init
+        env = {"fan_in": edge.fan_in or 1, "n_E": rec.size, "n_I": src_rec.size}
+        # DeepEISNN's E-I Prop rule (W_EI's gradient / d) is `grad_scale = 1 / fan_in`; true is its shorthand.
+        factor = edge.grad_scale
+        if isinstance(factor, bool):
+            factor = 1.0 / edge.fan_in if factor and edge.fan_in else 1.0
+        factor = _formula(factor, env, f"the gradient factor of the inhibition {src} -| {name}", edge.loc)
+        kw = dict(env=env, loc=edge.loc, grad_scale=factor)
         if edge.shared or not (edge.subtractive and edge.divisive):
-            paths = [lw.param(name, "W_EI" if nonneg else "W_inh", shape, "W_EI", init, nonneg, edge.fan_in)]
+            paths = [lw.param(name, "W_EI" if nonneg else "W_inh", shape, "W_EI", init, nonneg, edge.fan_in, **kw)]
         else:
-            paths = [lw.param(name, "W_EI_sub", shape, "W_EI", init, nonneg, edge.fan_in),
-                     lw.param(name, "W_EI_div", shape, "W_EI", init, nonneg, edge.fan_in)]
+            paths = [lw.param(name, "W_EI_sub", shape, "W_EI", init, nonneg, edge.fan_in, **kw),
+                     lw.param(name, "W_EI_div", shape, "W_EI", init, nonneg, edge.fan_in, **kw)]
         w_ei.append(tuple(paths))
         g_i.append(f"{src}.{_gain_name(src_rec)}" if src_rec.gain is not None and edge.divisive else None)
-        modes.append(Inhibitor(edge.subtractive, edge.divisive, edge.stabilize, edge.epsilon, edge.ste,
-                               1.0 / edge.fan_in if edge.grad_scale and edge.fan_in else 1.0))
+        # W_EI's gradient factor lives on its ParamSpec (Network.value applies it), not here.
+        modes.append(Inhibitor(edge.subtractive, edge.divisive, edge.stabilize, edge.epsilon, edge.ste))
     if not currents and not inhibitors:
         raise SpecError(f"population '{name}' receives no input", rec.loc.span() if rec.loc else None)
 
@@ -245,12 +266,13 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
     # An inhibitory population's gain is g_I, which scales its divisive effect on its targets
     # (docs/science.md §1.2 item 4); any other population's gain (g_E) scales its own integrated current.
     own_gain = rec.sign != "inh"
+    env = _sizes(lw, name, fan_in)
     if rec.gain is not None:
-        gain = lw.param(name, _gain_name(rec), (rec.size,), _gain_name(rec), rec.gain,
-                        rec.sign != "free" and rec.dale, fan_in, used=not readout)
+        gain = lw.param(name, _gain_name(rec), (rec.size,), _gain_name(rec).replace("log_", ""), rec.gain,
+                        rec.sign != "free" and rec.dale, fan_in, used=not readout, env=env, loc=rec.loc)
     if rec.bias is not None:
         bias = lw.param(name, _bias_name(rec), (rec.size,), _bias_name(rec), rec.bias, False, fan_in,
-                        used=not readout)
+                        used=not readout, env=env, loc=rec.loc)
     bn = None
     if rec.norm == "batchnorm":
         if inhibitors:
@@ -278,7 +300,79 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
 
 
 def _gain_name(rec: ir.Population) -> str:
-    return {"exc": "g_E", "inh": "g_I"}.get(rec.sign, "g")
+    name = {"exc": "g_E", "inh": "g_I"}.get(rec.sign, "g")
+    return f"log_{name}" if rec.gain is not None and rec.gain.transform == "exp" else name
+
+
+# ---------------------------------------------------------------- declared rules (formulas, ties)
+
+
+def _sizes(lw: "_Lowering", pop: str, fan_in: int) -> dict[str, float]:
+    """The names a formula may use for a parameter of population `pop`: fan_in of its (first) input,
+    n_E (its own size, or for an I population the size of what it inhibits) and n_I (its own size
+    if inhibitory, else the size of the population inhibiting it)."""
+    graph, rec = lw.graph, lw.graph.node(pop)
+    env = {"fan_in": fan_in or 1}
+    # A size that differs between several partners is left undefined, so a formula using it is an error.
+    if rec.sign == "inh":
+        env["n_I"] = rec.size
+        sizes = {graph.node(dst).size for dst, _ in graph.out_edges(pop, ir.Inhibition)}
+        if len(sizes) == 1:
+            env["n_E"] = sizes.pop()
+    else:
+        env["n_E"] = rec.size
+        sizes = {graph.node(src).size for src, _ in graph.in_edges(pop, ir.Inhibition)}
+        if len(sizes) == 1:
+            env["n_I"] = sizes.pop()
+    return env
+
+
+def _formula(value, env: dict, what: str, loc) -> float:
+    try:
+        return ir.eval_formula(value, env)
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
+        raise SpecError(f"{what} = {value}: {exc}", loc.span() if loc else None,
+                        hint="formulas may use fan_in, n_E and n_I where the circuit defines them") from None
+
+
+def _resolve_init(init: ir.Init, env: dict, what: str, loc) -> tuple[ir.Init, float]:
+    """The init with its formulas evaluated for this parameter, and its gradient factor."""
+    if init.data_dependent and init.transform != "none":
+        # E-I Init writes the value the circuit uses; a transformed parameter stores something else.
+        raise SpecError(f"{what}: the data-dependent init '{init.rule}' cannot be combined with "
+                        f"transform = {init.transform}", loc.span() if loc else None,
+                        hint="give a transformed parameter a data-free init (a number, formula or distribution)")
+    changes = {}
+    for field_name, v in (("value", init.value), ("scale", init.scale), ("low", init.low), ("high", init.high),
+                          ("mean", init.mean), ("std", init.std)):
+        if isinstance(v, str):
+            changes[field_name] = _formula(v, env, f"the init {field_name} of {what}", loc)
+            if not abs(changes[field_name]) <= FLOAT32_MAX:
+                raise SpecError(f"{what} would start at {changes[field_name]:g} ({init.rule} {field_name} = {v}), "
+                                "beyond the float32 range of a weight (about ±3.4e38)", loc.span() if loc else None)
+    new = init.model_copy(update=changes) if changes else init
+    bad = {"exponential": lambda: not new.scale > 0 and f"a positive scale, got {new.scale:g}",
+           "uniform": lambda: not new.low < new.high and f"low < high, got low {new.low:g} and high {new.high:g}",
+           "normal": lambda: not new.std > 0 and f"a positive standard deviation, got {new.std:g}"}.get(init.rule)
+    if changes and bad is not None and bad():
+        raise SpecError(f"the {init.rule} init of {what} needs {bad()}", loc.span() if loc else None)
+    grad = _formula(init.grad, env, f"the gradient factor of {what}", loc)
+    return new, grad
+
+
+def _tie_means(lw: "_Lowering") -> None:
+    """mean_of(P) on the weight src -> X: point its init at the weight src -> P."""
+    for index, src, ref, loc in lw.ties:
+        spec = lw.params[index]
+        other = lw.weight_of.get((src, ref))
+        if other is None:
+            raise SpecError(f"mean_of('{ref}'): '{ref}' has no weight from '{src}' to average",
+                            loc.span() if loc else None, hint="average a population fed by the same source")
+        ref_spec = next(p for p in lw.params if p.path == other)
+        if ref_spec.shape[1:] != spec.shape[1:]:
+            raise SpecError(f"mean_of('{ref}'): its weight has shape {ref_spec.shape}, this one {spec.shape}",
+                            loc.span() if loc else None)
+        lw.params[index] = dataclasses.replace(spec, init=spec.init.model_copy(update={"ref": other}))
 
 
 def _bias_name(rec: ir.Population) -> str:
@@ -355,7 +449,7 @@ def _check_init(init: ir.Init, what: str, loc) -> None:
     """Weights are float32: an init value beyond its range would fail (or turn to inf) on filling."""
     for field_name, v in (("value", init.value), ("low", init.low), ("high", init.high), ("mean", init.mean),
                           ("std", init.std)):
-        if v is not None and not abs(v) <= FLOAT32_MAX:
+        if v is not None and not isinstance(v, str) and not abs(v) <= FLOAT32_MAX:   # formulas: checked when resolved
             raise SpecError(f"{what} would start at {v:g} ({init.rule} {field_name}), beyond the float32 range "
                             f"of a weight (about ±3.4e38)", loc.span() if loc else None)
 

@@ -109,6 +109,18 @@ class Network(nn.Module):
         module, name = self._scope(path)
         return getattr(module, name)
 
+    def value(self, path: str) -> torch.Tensor:
+        """The parameter as the circuit uses it: its declared gradient factor applied in the
+        backward (identity forward), then its transform (g_I = exp(alpha))."""
+        t, spec = self.tensor(path), self.param_specs.get(path)
+        if spec is None:
+            return t
+        if spec.grad_scale != 1.0:
+            t = ops.scale_grad(t, spec.grad_scale)
+        if spec.transform == "exp":
+            t = torch.exp(t)
+        return t
+
     # running
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[self.plan.output]
@@ -116,6 +128,9 @@ class Network(nn.Module):
     def run(self, x: torch.Tensor, hook: Callable | None = None, keep: bool = False) -> dict[str, torch.Tensor]:
         """Execute the plan. `hook(step, env)` runs before each step (E-I Init uses it);
         with `keep`, every intermediate tensor is returned (for statistics and diagnostics)."""
+        want = self.plan.input.shape
+        if len(want) == 1 and self.encoding == "static" and x.dim() > 2 and x[0].numel() == want[0]:
+            x = x.flatten(1)   # a flat input takes (C, H, W) images of the same size, C-major as torch flattens
         self.check_input(x)
         if not torch.compiler.is_compiling():
             dale.watch(self)
@@ -189,11 +204,11 @@ def _call_hooks(scope: Scope, env, current: str, output: str):
 
 
 def _param(net: Network, path):
-    return None if path is None else net.tensor(path)
+    return None if path is None else net.value(path)
 
 
 def _run_project(net: Network, step: Step, ins):
-    weights = [net.tensor(p) for p in step.params.weights]
+    weights = [net.value(p) for p in step.params.weights]
     biases = [_param(net, p) for p in step.params.biases]
     return ops.project(ins[0], weights, biases, step.attrs.op, step.attrs.stride, step.attrs.padding)
 
@@ -205,9 +220,9 @@ def _run_integrate(net: Network, step: Step, ins):
     if p.bn is not None:
         I_EE = net.tensor(p.bn)(I_EE)
     if I_EE is not None and standard_circuit(step):
-        return [ops.ei_circuit(I_EE, inhibitors[0], _standard_W_EI(net, step), net.tensor(p.g_I[0]),
-                               net.tensor(p.g_E), net.tensor(p.b_E))]
-    I_sub, I_div, rule = ops.inhibition(inhibitors, [[net.tensor(w) for w in paths] for paths in p.W_EI],
+        return [ops.ei_circuit(I_EE, inhibitors[0], _standard_W_EI(net, step), net.value(p.g_I[0]),
+                               net.value(p.g_E), net.value(p.b_E))]
+    I_sub, I_div, rule = ops.inhibition(inhibitors, [[net.value(w) for w in paths] for paths in p.W_EI],
                                         [_param(net, g) for g in p.g_I], step.attrs.modes)
     return [ops.integrate_terms(I_EE, I_sub, I_div, rule, _param(net, p.g_E), _param(net, p.b_E),
                                 step.attrs.balanced_only)]
@@ -215,16 +230,15 @@ def _run_integrate(net: Network, step: Step, ins):
 
 def _standard_W_EI(net: Network, step: Step) -> torch.Tensor:
     """A standard circuit's W_EI, with E-I Prop's gradient scale applied."""
-    mode, (w_path,) = step.attrs.modes[0], step.params.W_EI[0]
-    W_EI = net.tensor(w_path)
-    return ops.scale_grad(W_EI, mode.grad_scale) if mode.grad_scale != 1.0 else W_EI
+    (w_path,) = step.params.W_EI[0]
+    return net.value(w_path)
 
 
 def _run_circuit_lif(net: Network, circuit: Step, lif: Step, ins):
     n_exc, a = circuit.attrs.n_exc, lif.attrs
     return [ops.ei_circuit_lif(ops.spike_sum(*ins[:n_exc]), ins[n_exc], _standard_W_EI(net, circuit),
-                               net.tensor(circuit.params.g_I[0]),
-                               net.tensor(circuit.params.g_E), net.tensor(circuit.params.b_E), a.T,
+                               net.value(circuit.params.g_I[0]),
+                               net.value(circuit.params.g_E), net.value(circuit.params.b_E), a.T,
                                a.tau, a.theta, a.reset, a.v_reset, a.detach_reset, a.surrogate,
                                a.alpha)]
 
@@ -281,6 +295,7 @@ RUNNERS: dict[str, Callable] = {
     "identity": lambda net, step, ins: [ins[0]],
     "delay": lambda net, step, ins: [ops.delay(ins[0], step.attrs.T, step.attrs.steps)],
     "avgpool": lambda net, step, ins: [ops.avgpool(ins[0], step.attrs.kernel, step.attrs.stride)],
+    "maxpool": lambda net, step, ins: [ops.maxpool(ins[0], step.attrs.kernel, step.attrs.stride)],
     "global_avgpool": lambda net, step, ins: [ops.global_avgpool(ins[0])],
     "flatten": lambda net, step, ins: [ops.flatten(ins[0])],
     "spike_sum": lambda net, step, ins: [ops.spike_sum(*ins)],

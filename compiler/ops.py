@@ -125,18 +125,18 @@ def inhibition_currents(s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor
 
 def inhibition(s_Is, W_EIs, g_Is, modes) -> tuple[torch.Tensor | None, torch.Tensor | None, object | None]:
     """One population's inhibition from all its inhibitors: I_sub = sum_k W_EI^k s_I^k and
-    I_div = sum_k W_EI^k (g_I^k s_I^k), each W_EI with E-I Prop's gradient scale. Returns both sums
-    (None where no inhibitor has that path) and the settings (`plan.Inhibitor`) of the last divisive
+    I_div = sum_k W_EI^k (g_I^k s_I^k). Each W_EI and g_I comes as the circuit uses it (gradient
+    factor and transform already applied by Network.value or its generated equivalent). Returns both
+    sums (None where no inhibitor has that path) and the settings (`plan.Inhibitor`) of the last divisive
     path, which say how to stabilise the divisor. The network, the probe and generated code all call
     this: the circuit's per-inhibitor loop is written here only."""
     I_sub = I_div = rule = None
     for s_I, paths, g_I, mode in zip(s_Is, W_EIs, g_Is, modes):
-        weights = [scale_grad(w, mode.grad_scale) if mode.grad_scale != 1.0 else w for w in paths]
-        if len(weights) == 1:
-            sub, div = inhibition_currents(s_I, weights[0], g_I, mode.subtractive, mode.divisive)
+        if len(paths) == 1:
+            sub, div = inhibition_currents(s_I, paths[0], g_I, mode.subtractive, mode.divisive)
         else:   # separate matrices for the two paths (`shared = false`)
-            sub, _ = inhibition_currents(s_I, weights[0], None, True, False)
-            _, div = inhibition_currents(s_I, weights[1], g_I, False, True)
+            sub, _ = inhibition_currents(s_I, paths[0], None, True, False)
+            _, div = inhibition_currents(s_I, paths[1], g_I, False, True)
         I_sub = sub if I_sub is None else (I_sub if sub is None else I_sub + sub)
         I_div = div if I_div is None else (I_div if div is None else I_div + div)
         if mode.divisive:
@@ -287,6 +287,10 @@ def lif(current: torch.Tensor, T: int, tau: float = 2.0, theta: float = 1.0, res
 
 def avgpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     return F.avg_pool2d(x, kernel, stride)
+
+
+def maxpool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    return F.max_pool2d(x, kernel, stride)
 
 
 def global_avgpool(x: torch.Tensor) -> torch.Tensor:

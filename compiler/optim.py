@@ -1,5 +1,9 @@
-"""Sign-constrained SGD (docs/science.md §3.1): SGD with momentum and L2 weight decay on every
-parameter, then every sign-constrained parameter projected back onto >= 0.
+"""Dale-preserving optimisers. Sign-constrained SGD (docs/science.md §3.1): SGD with momentum and L2
+weight decay on every parameter, then every sign-constrained parameter projected back onto >= 0.
+Exponentiated gradient (Cornford et al. 2024, linclab/EG_optimiser): sign-constrained parameters
+move multiplicatively, w <- w * exp(-lr * sign(w) * g), so they keep their sign by construction;
+free parameters take the SGD step. Which parameters are constrained, and any gradient factors
+(cSGD, E-I Prop's 1/d), are declared by the spec; the gradient factors act in the backward.
 
 The reference also clamps inside each forward; since every step here ends on the
 constraint set, that clamp would be the identity, so the forward stays pure.
@@ -30,14 +34,56 @@ def fusable(params) -> bool:
     return all(p.device.type in _FUSED_DEVICES and p.dtype.is_floating_point for p in params)
 
 
+class ExponentiatedGradient(torch.optim.Optimizer):
+    """EG on the sign-constrained group, SGD on the free one; momentum and L2 as in torch's SGD
+    (the decayed, momentum-averaged gradient is what the multiplicative step exponentiates)."""
+
+    def __init__(self, groups, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(groups, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+                if mom:
+                    buf = self.state[p].get("momentum_buffer")
+                    if buf is None:
+                        buf = self.state[p]["momentum_buffer"] = d.clone()
+                    else:
+                        buf.mul_(mom).add_(d)
+                    d = buf
+                if group.get("nonneg"):
+                    p.mul_(torch.exp(-lr * torch.sign(p) * d))
+                else:
+                    p.add_(d, alpha=-lr)
+            if group.get("nonneg"):
+                torch._foreach_clamp_min_(group["params"], 0.0)   # identity but for -0.0 and rounding
+        return loss
+
+
+RULES = ("sgd", "eg")
+
+
 def make_optimizer(net: Network, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-                   nesterov: bool = False) -> SignConstrainedSGD:
+                   nesterov: bool = False, rule: str = "sgd") -> torch.optim.Optimizer:
+    if rule not in RULES:
+        raise ValueError(f"unknown optimiser rule {rule!r}; known: {', '.join(RULES)}")
     constrained, free = [], []
     names = {id(p): n for n, p in net.named_parameters()}
     for p in net.parameters():
         spec = net.param_specs.get(names[id(p)])
         (constrained if spec is not None and spec.nonneg else free).append(p)
     groups = [g for g in ({"params": constrained, "nonneg": True}, {"params": free, "nonneg": False}) if g["params"]]
+    if rule == "eg":
+        return ExponentiatedGradient(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     # The fused kernel updates each parameter in one pass (decay, momentum, step); the loop makes
     # several passes and one Python round per tensor, and an E-I network has twice the BN-SNN's
     # parameter tensors (VGG-8's update 7.9 -> 3.3 ms, ResNet-18's 28 -> 17 ms on 2 CPU threads).

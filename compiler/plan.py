@@ -22,6 +22,8 @@ class ParamSpec:
     fan_in: int = 1
     node: str = ""            # IR node the parameter belongs to
     used: bool = True         # False for the readout's g_I/g_E/b_E, kept for the reference layout
+    transform: str = "none"   # "exp": the circuit uses exp(stored value) (DANN's g_I = exp(alpha))
+    grad_scale: float = 1.0   # gradient factor applied in the backward (E-I Prop's 1/d, cSGD's factors)
 
 
 # ---------------------------------------------------------------- what each kind of step needs
@@ -75,7 +77,8 @@ class Inhibitor:
     stabilize: str            # min_positive | epsilon | none
     epsilon: float
     ste: bool                 # straight-through gradient of the stabiliser
-    grad_scale: float         # W_EI's gradient times this (1/d under E-I Prop)
+    # W_EI's gradient factor (E-I Prop's 1/d, cSGD's) is its ParamSpec.grad_scale, applied once by
+    # Network.value (and the generated module's equivalent), so it is not repeated here.
 
 
 @dataclass(frozen=True)

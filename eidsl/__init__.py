@@ -6,8 +6,9 @@ The flow, one stage a subpackage: text -> `eidsl.lang` (parse, elaborate, check)
 """
 from eidsl.api import build, build_graph, compile_network, ei_init, load_graph, optimizer, unwrap
 from eidsl.errors import EidslError, SpecError
+from eidsl.interop.dann import import_dann
 from eidsl.interop.deepeisnn import import_deepeisnn
 
-__all__ = ["build", "build_graph", "compile_network", "ei_init", "import_deepeisnn", "load_graph", "optimizer",
-           "unwrap", "EidslError", "SpecError"]
+__all__ = ["build", "build_graph", "compile_network", "ei_init", "import_dann", "import_deepeisnn", "load_graph",
+           "optimizer", "unwrap", "EidslError", "SpecError"]
 __version__ = "0.1.0"

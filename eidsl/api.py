@@ -72,7 +72,11 @@ def ei_init(model: torch.nn.Module, batch: torch.Tensor, seed: int = 2025, reduc
     return run(unwrap(model), batch, seed=seed, reduce=reduce)
 
 
-def optimizer(model: torch.nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
-    """Sign-constrained SGD: momentum, L2 on every parameter, >= 0 projection for Dale's law."""
+def optimizer(model: torch.nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+              rule: str = "sgd"):
+    """A Dale-preserving optimiser over the spec's declared rules. rule "sgd": momentum, L2 on every
+    parameter, then the >= 0 projection of every sign-constrained parameter (clamp after step);
+    "eg": exponentiated gradient on the sign-constrained parameters (sign kept by construction).
+    Gradient factors the spec declares (cSGD, E-I Prop's 1/d) are already in the gradients."""
     from eidsl_compiler.optim import make_optimizer
-    return make_optimizer(unwrap(model), lr, momentum, weight_decay)
+    return make_optimizer(unwrap(model), lr, momentum, weight_decay, rule=rule)

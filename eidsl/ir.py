@@ -8,6 +8,7 @@ back at the spec. Lowering to PyTorch lives in ``compiler/``, never here.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal, Union
 
 import networkx as nx
@@ -48,12 +49,20 @@ class Init(BaseModel):
     """
     model_config = ConfigDict(frozen=True)
     rule: Literal["ei_balanced", "gain_control", "constant", "default", "abs_default",
-                  "kaiming", "uniform", "normal", "zeros", "ones"]
-    value: float | None = None      # constant
-    low: float | None = None        # uniform
-    high: float | None = None
-    mean: float | None = None       # normal
-    std: float | None = None
+                  "kaiming", "uniform", "normal", "zeros", "ones", "exponential", "mean_of"]
+    # Numbers may be formulas (text over fan_in, n_E, n_I; see `eval_formula`), resolved per
+    # parameter when the network is lowered, where the circuit's sizes are known.
+    value: float | str | None = None      # constant
+    low: float | str | None = None        # uniform
+    high: float | str | None = None
+    mean: float | str | None = None       # normal
+    std: float | str | None = None
+    scale: float | str | None = None      # exponential: mean (= std) of the distribution
+    ref: str | None = None                # mean_of: the population whose weight from the same source is copied
+    # How the parameter lives and learns (the `param(...)` wrapper of the language):
+    transform: Literal["none", "exp"] = "none"   # the circuit uses exp(stored value), e.g. g_I = exp(alpha)
+    grad: float | str = 1.0                      # gradient scale factor (a number or a formula)
+    clamp: Literal["dale", "nonneg", "none"] = "dale"   # projection after each step: Dale's rule, >= 0, none
 
     @property
     def data_dependent(self) -> bool:
@@ -85,7 +94,7 @@ class Population(_Record):
 
     An inhibitory population's `gain` is g_I, which scales its divisive effect on its targets."""
     kind: Literal["population"] = "population"
-    model: Literal["lif", "relu", "current"]
+    model: Literal["lif", "relu", "current", "linear"]
     sign: Sign
     size: int                         # neurons (dense) or channels (conv)
     tau: float = 2.0
@@ -107,7 +116,7 @@ class Pool(_Record):
     """Average pooling: y = mean of x over k × k windows with the given stride, or over every
     position (`global_pool`)."""
     kind: Literal["pool"] = "pool"
-    op: Literal["avg"] = "avg"
+    op: Literal["avg", "max"] = "avg"
     kernel: int = 2
     stride: int = 2
     global_pool: bool = False
@@ -158,7 +167,8 @@ class Inhibition(_Record):
         I_sub = W_EI s_I,   I_div = W_EI (g_I ⊙ s_I),   into  g_E ⊙ (I_EE − I_sub) / stabilise(I_div) + b_E
 
     `stabilize`: min_positive (zeros → the smallest positive entry of the sample; with `ste`, an
-    identity gradient: E-I Prop, §3) or I_div + ε. `grad_scale`: W_EI's gradient × 1/d (§3)."""
+    identity gradient: E-I Prop, §3) or I_div + ε. `grad_scale`: W_EI's gradient × 1/d (§3) when
+    true, or × a number or formula (DANN's cSGD, §9.5)."""
     kind: Literal["inhibition"] = "inhibition"
     subtractive: bool = True
     divisive: bool = True
@@ -167,10 +177,54 @@ class Inhibition(_Record):
     stabilize: Literal["min_positive", "epsilon", "none"] = "min_positive"
     epsilon: float = 1e-8
     ste: bool = True
-    grad_scale: bool = True           # W_EI gradient divided by d
+    grad_scale: bool | float | str = True   # W_EI gradient factor: true = 1/d, false = 1, or a formula
     delay: int = 0
     nonneg: bool = False
     fan_in: int | None = None         # d used for the gradient scale
+
+
+# ---------------------------------------------------------------- formulas
+# Init values and gradient factors may depend on the circuit's sizes, which are known only after
+# shape inference. The spec writes them as expressions over these names; elaboration keeps them as
+# text and lowering evaluates them per parameter.
+FORMULA_VARS = ("fan_in", "n_E", "n_I")
+_FORMULA_FUNCS = {"sqrt": math.sqrt, "log": math.log, "exp": math.exp}
+
+
+def eval_formula(text: float | str, env: dict[str, float]) -> float:
+    """Evaluate a formula (numbers, + - * / **, sqrt/log/exp, the FORMULA_VARS) with `env`."""
+    if not isinstance(text, str):
+        return float(text)
+    import ast
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+                and not isinstance(node.value, bool):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise ValueError(f"'{node.id}' is not defined for this parameter "
+                                 f"(known here: {', '.join(sorted(env)) or 'none'})")
+            return float(env[node.id])
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                   ast.Div: lambda: a / b, ast.Pow: lambda: a ** b}
+            if type(node.op) in ops:
+                return ops[type(node.op)]()
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FORMULA_FUNCS \
+                and len(node.args) == 1 and not node.keywords:
+            return _FORMULA_FUNCS[node.func.id](ev(node.args[0]))
+        raise ValueError(f"not a formula: {text!r}")
+
+    value = ev(ast.parse(text, mode="eval"))
+    if isinstance(value, complex) or not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite real number here")
+    return value
 
 
 class Flow(_Record):

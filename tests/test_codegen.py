@@ -21,6 +21,10 @@ CASES = [
     ("vgg.ei", ["T=2"], (2, 3, 32, 32)),
     ("resnet.ei", ["T=1", "input=[3,8,8]"], (2, 3, 8, 8)),
     ("motifs/recurrent_inhibition_loop.ei", ["T=3", "hidden=[24,16]"], (2, 1, 28, 28)),
+    # DANN: exp-stored g_I, declared cSGD gradient factors, linear populations, max-pooling
+    ("dann.ei", ["n_e=20", "n_i=4"], (2, 784)),
+    ("dann.ei", ["layer=dense", "hidden=1"], (2, 784)),
+    ("dann_conv.ei", [], (2, 1, 28, 28)),
 ]
 
 

@@ -113,8 +113,7 @@ def test_the_estimate_counts_what_the_lowering_allocates(spec):
     copied = sum(sum(net.tensor(w).numel() for w in s.params.weights)
                  for s in net.plan.steps if s.op == "project" and len(s.params.weights) > 1)
     copied += sum(net.tensor(p).numel() for s in net.plan.steps if s.op == "integrate"
-                  for paths, mode in zip(s.params.W_EI, s.attrs.modes) if mode.grad_scale != 1.0
-                  for p in paths)
+                  for paths in s.params.W_EI for p in paths if net.param_specs[p].grad_scale != 1.0)
     est = estimate_bytes(g)
     assert est["parameters"] == params
     assert est["parameter_bytes"] == 4 * (3 * params + 2 * copied)

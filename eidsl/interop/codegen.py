@@ -135,7 +135,15 @@ class _Gen:
         return term
 
     def param(self, path: str | None) -> str:
-        return "None" if path is None else _ref(path)
+        """A parameter as the circuit uses it: its declared gradient factor, then its transform."""
+        if path is None:
+            return "None"
+        expr, spec = _ref(path), self.specs.get(path)
+        if spec is not None and spec.grad_scale != 1.0:
+            expr = f"ops.scale_grad({expr}, {_scale(spec.grad_scale)})"
+        if spec is not None and spec.transform == "exp":
+            expr = f"torch.exp({expr})"
+        return expr
 
     def header(self, step: Step) -> None:
         """One comment per layer, pointing at the spec line that declares it."""
@@ -237,7 +245,7 @@ def _fold_events(g: _Gen, step: Step, ins):
 
 def _project(g: _Gen, step: Step, ins):
     outs = [g.new(out.split("<-")[0], g.current(out, path)) for out, path in zip(step.outs, step.params.weights)]
-    weights = ", ".join(_ref(p) for p in step.params.weights)
+    weights = ", ".join(g.param(p) for p in step.params.weights)
     biases = ", ".join(g.param(b) for b in step.params.biases)
     a = step.attrs
     geometry = f", stride={a.stride}, padding={a.padding}" if a.op == "conv" else ""
@@ -273,12 +281,13 @@ def _integrate(g: _Gen, step: Step, ins):
         g.out(step, out)
         return
     # The runtime's own functions (ops.inhibition, ops.integrate_terms), so the values stay bit-identical.
-    weights = ", ".join("[" + ", ".join(_ref(w) for w in paths) + "]" for paths in p.W_EI)
+    weights = ", ".join("[" + ", ".join(g.param(w) for w in paths) + "]" for paths in p.W_EI)
     gains = ", ".join(g.param(path) for path in p.g_I)
     modes = ", ".join(_mode(m) for m in a.modes)
     sub, div = g.new(node, "I_sub"), g.new(node, "I_div")
+    factors = [g.specs[paths[0]].grad_scale for paths in p.W_EI]
     g.line("# I_sub = sum W_EI s_I, I_div = sum W_EI (g_I * s_I) over the inhibitors"
-           + "".join(f"; W_EI's gradient times {_scale(m.grad_scale)}" for m in a.modes if m.grad_scale != 1.0))
+           + "".join(f"; W_EI's gradient times {_scale(f)}" for f in factors if f != 1.0))
     g.line(f"{sub}, {div}, rule = ops.inhibition([{', '.join(inhibitors)}], [{weights}], [{gains}], [{modes}])")
     out = g.new(node, "I_out" if a.balanced_only else "I_int")
     what = "output layer: the balanced current I_EE - I_sub" if a.balanced_only else \
@@ -290,7 +299,7 @@ def _integrate(g: _Gen, step: Step, ins):
 
 def _mode(m) -> str:
     return (f"Inhibitor(subtractive={m.subtractive}, divisive={m.divisive}, stabilize={m.stabilize!r}, "
-            f"epsilon={m.epsilon!r}, ste={m.ste}, grad_scale={_scale(m.grad_scale)})")
+            f"epsilon={m.epsilon!r}, ste={m.ste})")
 
 
 def _circuit_lif(g: _Gen, circuit: Step, lif: Step, ins):
@@ -300,9 +309,8 @@ def _circuit_lif(g: _Gen, circuit: Step, lif: Step, ins):
     if len(excitation) > 1:
         I_EE = g.new(circuit.node, "I_EE_sum")
         g.line(f"{I_EE} = ops.spike_sum({', '.join(excitation)})")
-    gs = a.modes[0].grad_scale
-    W_EI = _ref(p.W_EI[0][0])
-    W_EI = f"ops.scale_grad({W_EI}, {_scale(gs)})" if gs != 1.0 else W_EI
+    W_EI = g.param(p.W_EI[0][0])
+    gs = g.specs[p.W_EI[0][0]].grad_scale
     scaled = f"; W_EI's gradient times {_scale(gs)}" if gs != 1.0 else ""
     s = g.new(lif.node, f"s_{g.pop(lif.node)}")
     g.line("# I_int = g_E (I_EE - W_EI s_I) / min_positive(W_EI (g_I * s_I)) + b_E, identity gradient through the")
@@ -442,6 +450,7 @@ EMITTERS = {
     "delay": _delay,
     "delay_step": _delay_step,
     "avgpool": _simple("avgpool", extra=", {kernel}, {stride}"),
+    "maxpool": _simple("maxpool", extra=", {kernel}, {stride}"),
     "global_avgpool": _simple("global_avgpool"),
     "flatten": _simple("flatten"),
     "spike_sum": _simple("spike_sum", comment="spike-sum residual"),

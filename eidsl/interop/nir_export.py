@@ -134,10 +134,24 @@ def losses(graph: ir.Graph, net: Network, trained: bool) -> list[Loss]:
             rules.append("BatchNorm batch statistics in training (folded here with its running statistics)")
         if rec.gain is not None and rec.gain.data_dependent and not trained:
             rules.append(f"data-dependent init '{rec.gain.rule}' of its gain")
-        if rec.gain is not None and rec.sign != "free" and rec.dale:
+        if any(p.node == name and p.role in ("g_E", "g_I", "g") and p.nonneg for p in net.plan.params):
             rules.append("gain constrained >= 0")
         if rules:
             out.append(Loss(rec.loc, f"training of '{name}' ({'; '.join(rules)})", _RULES_WHY, False))
+    # Declared parameter rules (the `param(...)` wrapper): NIR keeps values, not how they learn.
+    for spec in net.plan.params:
+        rules = []
+        if spec.grad_scale != 1.0 and spec.role != "W_EI":
+            rules.append(f"gradient scaled by {spec.grad_scale:.4g}")
+        if spec.transform == "exp":
+            rules.append("stored as its log (exported as exp of it)")
+        if rules:
+            rec = graph.node(spec.node)
+            out.append(Loss(rec.loc, f"training of '{spec.path}' ({'; '.join(rules)})", _RULES_WHY, False))
+    for name, rec in graph.nodes(ir.Pool):
+        if rec.op == "max":
+            out.append(Loss(rec.loc, f"max pooling '{name}'", "NIR has average and sum pooling only",
+                            True, f"'{name}' written as an average pool of the same size"))
     for src, dst, edge in graph.edges():
         if getattr(edge, "delay", 0) and nx.has_path(graph.g, dst, src):
             out.append(Loss(edge.loc, f"recurrent delay '{src} -> {dst}' ({edge.delay} step(s) inside a loop)",
@@ -156,8 +170,10 @@ def losses(graph: ir.Graph, net: Network, trained: bool) -> list[Loss]:
         if edge.nonneg:
             rules.append("Dale's law: weights projected onto >= 0 after each step")
         if isinstance(edge, ir.Inhibition):
-            if edge.grad_scale:
-                rules.append("E-I Prop gradient scaled by 1/d")
+            factor = next((p.grad_scale for p in net.plan.params if p.node == dst and p.role == "W_EI"), 1.0)
+            if factor != 1.0:
+                rules.append(f"W_EI gradient scaled by {factor:.4g}" +
+                             (" (1/d)" if edge.fan_in and abs(factor * edge.fan_in - 1) < 1e-12 else ""))
             if edge.divisive and edge.ste and edge.stabilize == "min_positive":
                 rules.append("E-I Prop straight-through divisor")
         if edge.init.data_dependent and not trained:
@@ -368,7 +384,7 @@ class _Builder:
         self._neuron(name, rec, shape)
 
     def _tensor(self, path: str | None) -> torch.Tensor | None:
-        return None if path is None else self.net.tensor(path).detach()
+        return None if path is None else self.net.value(path).detach()   # g_I = exp(alpha) where declared
 
     def _put_bias(self, weighted: list[str], bias: torch.Tensor) -> None:
         if not weighted:

@@ -1,9 +1,11 @@
 """The language's vocabulary: every built-in word a spec can use, in one place.
 
-- population models (`lif`, `relu`, `current`) and their arguments with defaults,
+- population models (`lif`, `relu`, `current`, `linear`) and their arguments with defaults,
 - projection kinds per arrow (`->`: `dense`, `conv`; `-|`: `inhibit`) and their arguments,
 - init rules (`ei_balanced`, `gain_control`, ..., and the `uniform`/`normal`/`constant` functions),
-- functions over values (`min`, `sqrt`, `range`, ...),
+- functions over values (`min`, `sqrt`, `range`, ...) and formulas over the circuit's sizes
+  (`fan_in`, `n_E`, `n_I` with `sqrt`, `log`, `exp`: the "rules" block),
+- parameter forms (`param(init, transform, grad, clamp)`),
 - graph builders (`image`, `events`, `avgpool`, `flatten`, `readout`, `add`, ...).
 
 The interpreter (elaborate.py) looks words up here and never names one itself; adding a word is an
@@ -17,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, get_args, get_origin
 from eidsl import ir
 from eidsl.errors import SpecError, Span, did_you_mean
 from eidsl.lang import syntax as S
-from eidsl.lang.values import MAX_LIST, REQUIRED, InitValue, NodeRef, Sym, is_int, is_number, kind_of, show
+from eidsl.lang.values import (MAX_LIST, REQUIRED, Formula, InitValue, NodeRef, Sym, is_int, is_number, kind_of,
+                               show)
 
 if TYPE_CHECKING:
     from eidsl.lang.elaborate import Elaborator
@@ -27,6 +30,7 @@ SYMBOLS = {
     "ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones",
     "sigmoid", "atan", "triangle", "rectangle", "soft", "hard", "batchnorm", "none",
     "min_positive", "epsilon", "static", "events", "exc", "inh", "free",
+    "exp", "nonneg",   # rules section: param(transform = exp, clamp = nonneg)
 }
 
 
@@ -56,6 +60,7 @@ _NEURON = {"tau": 2.0, "theta": 1.0, "reset": "soft", "v_reset": 0.0, "detach_re
 POPULATION_MODELS: dict[str, dict[str, Any]] = {
     "lif": {"n": REQUIRED, **_NEURON, "norm": None, "gain": None, "bias": None, "dale": True},
     "relu": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
+    "linear": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},   # [rules]
     "current": {"n": REQUIRED, "norm": None, "gain": None, "bias": None, "dale": True},
 }
 
@@ -112,6 +117,8 @@ def _whole_of(name: str, fn: Callable) -> Callable:
 
 
 def _sqrt(x):
+    if isinstance(x, Formula):
+        return Formula(f"sqrt({x})")
     if _num("sqrt")(x) < 0:
         raise Misuse(f"needs a number >= 0, got {show(x)}")
     return math.sqrt(x)
@@ -125,6 +132,8 @@ def _finite(name: str, v) -> float:
 
 
 def _uniform(low, high):
+    if isinstance(low, Formula) or isinstance(high, Formula):   # checked once the sizes are known
+        return InitValue(ir.Init(rule="uniform", low=_deferred("uniform", low), high=_deferred("uniform", high)))
     low, high = _finite("uniform", low), _finite("uniform", high)
     if not low < high:
         raise Misuse(f"needs low < high, got low {low:g} and high {high:g}")
@@ -132,14 +141,138 @@ def _uniform(low, high):
 
 
 def _normal(mean, std):
+    if isinstance(mean, Formula) or isinstance(std, Formula):
+        return InitValue(ir.Init(rule="normal", mean=_deferred("normal", mean), std=_deferred("normal", std)))
     mean, std = _finite("normal", mean), _finite("normal", std)
     if not std > 0:
         raise Misuse(f"needs a positive standard deviation, got {std:g}")
     return InitValue(ir.Init(rule="normal", mean=mean, std=std))
 
 
+def _deferred(name: str, v):
+    return str(v) if isinstance(v, Formula) else _finite(name, v)
+
+
 def _constant(value):
-    return InitValue(ir.Init(rule="constant", value=_finite("constant", value)))
+    return InitValue(ir.Init(rule="constant", value=_deferred("constant", value)))
+
+
+# ================================================================ rules: formulas, parameter forms, init rules
+# The words DANN (Cornford et al. 2021) needed, kept together so the table can move as one block.
+# Formulas: `fan_in`, `n_E` and `n_I` stand for sizes the circuit learns only after shape inference;
+# arithmetic on them builds text that lowering evaluates per parameter (ir.eval_formula).
+
+NAMED_VALUES: dict[str, Any] = {**{v: Formula(v) for v in ir.FORMULA_VARS}, "pi": math.pi}
+_FORMULA_OPS = {"+", "-", "*", "/", "**"}
+
+
+def formula_op(op: str, left, right, expr) -> Formula:
+    for side, v in ((expr.left, left), (expr.right, right)):
+        if not (isinstance(v, Formula) or is_number(v)):
+            raise SpecError(f"cannot apply '{op}' to {kind_of(left)} and {kind_of(right)}", side.span,
+                            hint="formulas combine numbers with fan_in, n_E and n_I")
+    if op not in _FORMULA_OPS:
+        raise SpecError(f"'{op}' is not available in a formula over fan_in, n_E, n_I", expr.span,
+                        hint="formulas take + - * / ** and sqrt, log, exp")
+    text = lambda v: str(v) if isinstance(v, Formula) else repr(float(v))   # noqa: E731
+    return Formula(f"({text(left)} {op} {text(right)})")
+
+
+def _math_fn(name: str, fn: Callable, ok: Callable[[float], bool], rule: str) -> Callable:
+    def apply(x):
+        if isinstance(x, Formula):
+            return Formula(f"{name}({x})")
+        x = _num(name)(x)
+        if not ok(x):
+            raise Misuse(f"needs a number {rule}, got {show(x)}")
+        return fn(x)
+    return apply
+
+
+def _exponential(scale):
+    if isinstance(scale, Formula):
+        return InitValue(ir.Init(rule="exponential", scale=str(scale)))
+    scale = _finite("exponential", scale)
+    if not scale > 0:
+        raise Misuse(f"needs a positive scale, got {scale:g}")
+    return InitValue(ir.Init(rule="exponential", scale=scale))
+
+
+_TRANSFORMS = {"none", "exp"}
+_CLAMPS = {"dale", "nonneg", "none"}
+
+
+def _param(init, transform="none", grad=1, clamp="dale"):
+    """A parameter declaration: its init, the form the circuit uses it in, its gradient factor and
+    the projection applied after each optimiser step."""
+    if isinstance(init, InitValue):
+        rule = init.init
+    elif isinstance(init, Formula):
+        rule = ir.Init(rule="constant", value=str(init))
+    elif is_number(init):
+        rule = ir.Init(rule="constant", value=_finite("param", init))
+    elif isinstance(init, str) and init in INIT_RULES:
+        rule = ir.Init(rule=init)
+    else:
+        raise Misuse(f"needs an init rule first, got {kind_of(init)}")
+    if transform not in _TRANSFORMS:
+        raise Misuse(f"transform must be one of {', '.join(sorted(_TRANSFORMS))}, got {kind_of(transform)}")
+    if clamp not in _CLAMPS:
+        raise Misuse(f"clamp must be one of {', '.join(sorted(_CLAMPS))}, got {kind_of(clamp)}")
+    if isinstance(grad, bool) or not (isinstance(grad, Formula) or is_number(grad)):
+        raise Misuse(f"grad must be a number or a formula over fan_in, n_E, n_I, got {kind_of(grad)}")
+    return InitValue(rule.model_copy(update={"transform": str(transform), "clamp": str(clamp),
+                                             "grad": str(grad) if isinstance(grad, Formula) else float(grad)}))
+
+
+def grad_factor(value, span: Span):
+    """inhibit's grad_scale: true is DeepEISNN's 1 / fan_in, false is 1, else a number or formula."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Formula):
+        return str(value)
+    if is_number(value):
+        return float(value)
+    raise SpecError(f"grad_scale must be true, false, a number or a formula, got {kind_of(value)}", span,
+                    hint="e.g. grad_scale = 1 / fan_in")
+
+
+RULE_FUNCTIONS: dict[str, tuple[dict, Callable]] = {
+    "exp": ({"x": REQUIRED}, _math_fn("exp", math.exp, lambda x: x < 700, "below 700")),
+    "log": ({"x": REQUIRED}, _math_fn("log", math.log, lambda x: x > 0, "> 0")),
+    "exponential": ({"scale": REQUIRED}, _exponential),
+    "param": ({"init": REQUIRED, "transform": "none", "grad": 1, "clamp": "dale"}, _param),
+}
+
+
+def _mean_of(el: Elaborator, call: S.Call, scope: dict, path: str) -> InitValue:
+    """Init rule: every row is the mean over output units of `pop`'s weight from the same source
+    (DANN's single I unit starts as the average E unit). Resolved to a parameter when lowered."""
+    args = el.bind_args(call, {"pop": REQUIRED}, scope, path)
+    node = el.as_node(args["pop"], call.span)
+    if not isinstance(el.graph.node(node), ir.Population):
+        raise SpecError(f"mean_of() needs a population, got '{node}'", call.span)
+    return InitValue(ir.Init(rule="mean_of", ref=node))
+
+
+def _maxpool(el: Elaborator, call: S.Call, scope: dict, path: str):
+    spans: dict[str, Span] = {}
+    args = el.bind_args(call, {"x": REQUIRED, "k": 2, "stride": None}, scope, path, spans=spans)
+    k = whole(args["k"], "pool size k", 1, spans.get("k", call.span))
+    stride = k if args["stride"] is None else whole(args["stride"], "pool stride", 1, spans.get("stride", call.span))
+    return el.unary_node("pool", ir.Pool(op="max", kernel=k, stride=stride, loc=el.loc(call.span)), args["x"],
+                         call, path)
+
+
+RULE_GRAPH_BUILTINS: dict[str, Callable] = {"mean_of": _mean_of, "maxpool": _maxpool}
+
+
+def resolve_refs(el: Elaborator) -> None:
+    """mean_of names a node as it was when called; motif collapsing may have renamed it since."""
+    for src, dst, rec in list(el.graph.edges(ir.Projection)):
+        if rec.init.rule == "mean_of":
+            el.graph.replace_edge(src, dst, init=rec.init.model_copy(update={"ref": el.resolve(rec.init.ref)}))
+# ================================================================ end of rules
 
 
 FUNCTIONS: dict[str, tuple[dict, Callable]] = {
@@ -150,6 +283,7 @@ FUNCTIONS: dict[str, tuple[dict, Callable]] = {
     "floor": ({"x": REQUIRED}, _whole_of("floor", math.floor)),
     "ceil": ({"x": REQUIRED}, _whole_of("ceil", math.ceil)),
     "sqrt": ({"x": REQUIRED}, _sqrt),
+    **RULE_FUNCTIONS,
     "len": ({"x": REQUIRED}, _len),
     "range": ({"start": REQUIRED, "stop": None, "step": 1}, _range),
     "uniform": ({"low": REQUIRED, "high": REQUIRED}, _uniform),
@@ -279,6 +413,7 @@ GRAPH_BUILTINS: dict[str, Callable] = {
     "image": _input("static"),
     "events": _input("events"),
     "avgpool": _pool,
+    **RULE_GRAPH_BUILTINS,
     "global_avgpool": _global_pool,
     "flatten": _flatten,
     "readout": _readout,
@@ -294,6 +429,8 @@ WORDS: dict[str, str] = {
            "surrogate gradient of the given shape and sharpness alpha",
     "relu": "rate neurons s = max(0, I): the paper's fast-spiking interneurons",
     "current": "no nonlinearity: the population passes its integrated current on (readouts, classifiers)",
+    "linear": "no nonlinearity: h = I_int, the integrated current passed on as the activity (DANN's linear I "
+              "units and output layer, docs/science.md §9)",
     # projection kinds
     "dense": "x -> P: a full weight matrix W (n_P x fan-in) applied at every time step; W_EE or W_IE in an E-I layer",
     "conv": "x -> P: a k x k convolution with stride and padding, no bias unless bias = true",
@@ -310,6 +447,13 @@ WORDS: dict[str, str] = {
     "uniform": "uniform(low, high): weights drawn uniformly from [low, high)",
     "normal": "normal(mean, std): weights drawn from a normal distribution",
     "constant": "constant(value): every entry the same value",
+    "exponential": "exponential(scale): weights drawn from an exponential distribution with mean (= std) scale, "
+                   "which may be a formula over fan_in, n_E, n_I (DANN's W_EE, docs/science.md §9)",
+    "mean_of": "mean_of(pop): every row the mean over pop's units of pop's weight from the same source "
+               "(DANN's W_IE starts as the average E unit)",
+    "param": "param(init, transform, grad, clamp): a parameter stored under `init`, used as exp(stored) when "
+             "transform = exp, its gradient multiplied by grad (a number or a formula), and after each step "
+             "projected by clamp (dale: >= 0 for Dale-constrained weights, nonneg, none)",
     # functions over values
     "min": "min(a, b): the smaller number",
     "max": "max(a, b): the larger number",
@@ -317,13 +461,16 @@ WORDS: dict[str, str] = {
     "int": "int(x): x truncated towards zero",
     "floor": "floor(x): the largest whole number <= x",
     "ceil": "ceil(x): the smallest whole number >= x",
-    "sqrt": "sqrt(x): the square root of a number >= 0",
+    "sqrt": "sqrt(x): the square root of a number >= 0 (or of a formula over fan_in, n_E, n_I)",
+    "exp": "exp(x): e to the power x (of a number below 700, or of a formula)",
+    "log": "log(x): the natural logarithm of a number > 0 (or of a formula)",
     "len": "len(x): the length of a list, dictionary or string",
     "range": "range(start, stop, step): a list of whole numbers, as Python's",
     # graph builders
     "image": "image(shape, T): a static input shown at every one of T time steps (direct encoding)",
     "events": "events(shape, T): an event-camera input already framed into T time steps",
     "avgpool": "avgpool(x, k, stride): average pooling over k x k windows",
+    "maxpool": "maxpool(x, k, stride): max pooling over k x k windows (DANN's convolutional networks)",
     "global_avgpool": "global_avgpool(x): the mean over all positions of each channel",
     "flatten": "flatten(x): (C, H, W) -> C*H*W features",
     "readout": "readout(x): the mean of x over the T time steps; the network's logits",

@@ -318,6 +318,7 @@ ACTIVATION_FLOATS = {
                       # by the fused LIF, compiler/fused.py), gradients of spikes and current
     "relu": 3,        # output (saved by relu and by the inhibition product), its gradient, its current
     "current": 3,
+    "linear": 3,
     "batchnorm": 2,   # the normalised current BatchNorm saves, and its gradient
     "inhibited": 3,   # the fused circuit saves I_EE - I_sub (s_I is the relu's) and recomputes the
                       # divisor; made and dropped: the divisor, the integrated current, two gradients
@@ -355,7 +356,9 @@ def _copied_weights(graph: ir.Graph) -> int:
             key = (edge.op, edge.kernel, edge.stride, edge.padding)
             groups.setdefault(key, []).append(_weights(graph, src, dst, edge))
         total += sum(sum(w) for w in groups.values() if len(w) > 1)
-    total += sum(_weights(graph, s, d, e) for s, d, e in graph.edges(ir.Inhibition) if e.grad_scale)
+    # W_EI with a gradient factor (true: 1/d, or a number/formula other than 1) is copied by scale_grad
+    total += sum(_weights(graph, s, d, e) for s, d, e in graph.edges(ir.Inhibition)
+                 if e.grad_scale is not False and e.grad_scale != 1)
     return total
 
 

@@ -21,10 +21,11 @@ from eidsl import errors
 from eidsl.errors import SpecError, Span, did_you_mean, place, raise_all
 from eidsl.lang.parser import parse_expr, parse_file
 from eidsl.lang.syntax import MAX_INT
-from eidsl.lang.builtins import (FUNCTIONS, GRAPH_BUILTINS, INIT_RULES, POPULATION_MODELS, PROJECTION_KINDS,
-                                 SYMBOLS, Misuse, a_kind, check_field, from_python)
+from eidsl.lang.builtins import (FUNCTIONS, GRAPH_BUILTINS, INIT_RULES, NAMED_VALUES, POPULATION_MODELS,
+                                 PROJECTION_KINDS, SYMBOLS, Misuse, a_kind, check_field, formula_op, from_python,
+                                 grad_factor, resolve_refs)
 from eidsl.lang.values import (COMPARE, MAX_DEPTH, MAX_ERRORS, MAX_LIST, MAX_NODES, MAX_STEPS, MAX_STRING,
-                               REQUIRED, InitValue, Instance, NodeRef, Quotient, Sym, arith,
+                               REQUIRED, Formula, InitValue, Instance, NodeRef, Quotient, Sym, arith,
                                is_int, is_node, is_number, kind_of, op_hint, plain, show)
 
 STDLIB = Path(__file__).with_name("stdlib")
@@ -244,6 +245,7 @@ class Elaborator:
             raise SpecError(f"network '{net.name}' must return a readout, not {kind_of(result)}", result_span,
                             hint="wrap the output population: `return readout(y)`")
         self.graph.output = node
+        resolve_refs(self)
         if self.program.train is not None:
             train = {}
             for setting in self.program.train.settings:
@@ -364,7 +366,8 @@ class Elaborator:
         fields = {"model": call.func, "sign": sign, "size": size}
         for key, value in args.items():
             if key in ("gain", "bias"):
-                fields[key] = None if value is None else self.init_rule(value, spans.get(key, call.span))
+                absent = value is None or (isinstance(value, Sym) and value == "none")   # `gain = none`
+                fields[key] = None if absent else self.init_rule(value, spans.get(key, call.span))
             elif key == "norm":
                 fields[key] = "none" if value is None else value
             else:
@@ -395,6 +398,7 @@ class Elaborator:
         args = self.bind_args(call, kinds[call.func], scope, path, spans=spans)
         if call.func == "inhibit":
             fields = {"subtractive": args.pop("sub"), "divisive": args.pop("div"), **args}
+            fields["grad_scale"] = grad_factor(fields["grad_scale"], spans.get("grad_scale", call.span))
             spans["subtractive"], spans["divisive"] = spans.get("sub", call.span), spans.get("div", call.span)
             fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
             cls = ir.Inhibition
@@ -432,6 +436,8 @@ class Elaborator:
     def init_rule(self, value, span: Span) -> ir.Init:
         if isinstance(value, InitValue):
             return value.init
+        if isinstance(value, Formula):
+            return ir.Init(rule="constant", value=str(value))
         if isinstance(value, bool):
             raise SpecError("an init rule cannot be true/false", span)
         if isinstance(value, (int, float)):
@@ -608,8 +614,10 @@ class Elaborator:
             value = self.network_params[name]
         elif name in SYMBOLS:
             return Sym(name)
+        elif name in NAMED_VALUES:
+            return NAMED_VALUES[name]
         else:
-            hint = did_you_mean(name, [*scope, *self.network_params, *SYMBOLS])
+            hint = did_you_mean(name, [*scope, *self.network_params, *SYMBOLS, *NAMED_VALUES])
             raise SpecError(f"unknown name '{name}'", span, hint=hint)
         if isinstance(value, _Poison):
             raise _Cascade(f"'{name}' could not be defined", span)
@@ -665,6 +673,8 @@ class Elaborator:
                 if not isinstance(value, bool):
                     raise SpecError(f"`not` needs true or false, got {kind_of(value)}", expr.span)
                 return not value
+            if isinstance(value, Formula):
+                return Formula(f"(-{value})")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise SpecError(f"cannot negate {kind_of(value)}", expr.span)
             return -value
@@ -713,6 +723,8 @@ class Elaborator:
             if not (is_number(left) and is_number(right)):
                 raise SpecError(f"cannot compare {kind_of(left)} with {kind_of(right)}", expr.span)
             return COMPARE[op](left, right)
+        if isinstance(left, Formula) or isinstance(right, Formula):
+            return formula_op(op, left, right, expr)
         if isinstance(left, list) and op == "+" and isinstance(right, list):
             return self._bounded_list(left + right, expr.span)
         if isinstance(left, list) and op == "*" and is_int(right):

@@ -1,8 +1,8 @@
 """The values a spec computes with, and the limits on how much it may compute.
 
 Numbers, strings, lists and dictionaries are Python's; bare words are `Sym`, layers are `NodeRef`,
-motif instances `Instance`, init rules `InitValue`. Everything here is shared by the interpreter
-(elaborate.py) and the vocabulary (builtins.py).
+motif instances `Instance`, init rules `InitValue`, formulas over the circuit's sizes `Formula`.
+Everything here is shared by the interpreter (elaborate.py) and the vocabulary (builtins.py).
 """
 from __future__ import annotations
 
@@ -40,6 +40,26 @@ class Instance:
 @dataclass(frozen=True)
 class InitValue:
     init: ir.Init
+
+
+class Formula:
+    """An expression over fan_in, n_E, n_I, kept as text until the compiler knows the sizes
+    (ir.eval_formula evaluates it per parameter when the network is lowered)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+    def __repr__(self):
+        return self.text
+
+    def __eq__(self, other):
+        return isinstance(other, Formula) and other.text == self.text
+
+    def __hash__(self):
+        return hash(self.text)
 
 
 class Required:
@@ -124,6 +144,8 @@ def kind_of(v) -> str:
         return f"the motif instance '{v.path}'"
     if isinstance(v, InitValue):
         return "an init rule"
+    if isinstance(v, Formula):
+        return f"the formula {v}"
     return type(v).__name__
 
 
@@ -141,4 +163,6 @@ def plain(v):
         return [plain(x) for x in v]
     if isinstance(v, (NodeRef, Instance, InitValue)):
         return repr(v)
+    if isinstance(v, Formula):
+        return str(v)
     return v

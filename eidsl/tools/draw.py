@@ -99,7 +99,7 @@ def drawing(graph: ir.Graph, depth: int | None = None) -> Drawing:
 def _node(name: str, rec) -> Node:
     short = name.rsplit(".", 1)[-1]
     if isinstance(rec, ir.Population):
-        model = {"lif": "LIF", "relu": "ReLU", "current": "current"}[rec.model]
+        model = {"lif": "LIF", "relu": "ReLU", "current": "current", "linear": "linear"}[rec.model]
         shape = "×".join(map(str, rec.shape or (rec.size,)))
         return Node(name, f"{short}\n{model} {shape}", rec.sign)
     if isinstance(rec, ir.Input):

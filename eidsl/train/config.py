@@ -35,6 +35,8 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(0, ge=0)
     init_lr: float = Field(1e-7, gt=0)     # warm-up start (docs/science.md §4)
     grad_clip: float = Field(0, ge=0)      # max global gradient norm per step; 0: no clipping
+    optimizer: Literal["sgd", "eg"] = "sgd"   # sgd: step then clamp >= 0; eg: exponentiated gradient
+    schedule: Literal["cosine", "constant"] = "cosine"   # after the warm-up
     seed: int = Field(2025, ge=0)          # the reference code's seed
     device: Literal["cpu", "cuda"] = "cpu"
     compile: bool = False

@@ -1,6 +1,8 @@
 """Evaluation: data that fits a network, test accuracy, networks rebuilt from checkpoints."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +56,9 @@ def check_data_fits(graph: ir.Graph, info: datasets.DatasetInfo, trained: bool =
     """`trained`: the network is a checkpoint's, whose shape a --set cannot change (eval)."""
     inp = graph.node(graph.input_name)
     shape = tuple(info.input_shape[1:] if info.events else info.input_shape)
-    if tuple(inp.shape) != shape:
+    # A flat input takes images of the same size flattened (DANN's MLP reads 784 pixels), as the runtime does.
+    flat_ok = len(inp.shape) == 1 and not info.events and math.prod(shape) == inp.shape[0]
+    if tuple(inp.shape) != shape and not flat_ok:
         dims = ",".join(map(str, shape))
         fix = (f"evaluate it on a dataset of that shape (--data), or train one for this data: eidsl train SPEC "
                f"--set input=[{dims}]" if trained else f"build it for this data with --set input=[{dims}]")

@@ -121,16 +121,17 @@ def _inhibition(net: Network, step, env) -> tuple[torch.Tensor | None, torch.Ten
     """I_sub and I_div of an integrate step, before stabilisation (the runner does not keep them)."""
     p = step.params
     I_sub, I_div, _ = ops.inhibition([env[s] for s in step.ins[step.attrs.n_exc:]],
-                                     [[net.tensor(w) for w in paths] for paths in p.W_EI],
-                                     [None if g is None else net.tensor(g) for g in p.g_I], step.attrs.modes)
+                                     [[net.value(w) for w in paths] for paths in p.W_EI],
+                                     [None if g is None else net.value(g) for g in p.g_I], step.attrs.modes)
     return I_sub, I_div
 
 
 def layer_quantities(net: Network, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
     """Per excitatory/output population: its currents on `x` and its weights, in the paper's names."""
     specs = net.param_specs
-    # Interneurons (ReLU populations) show up as their targets' I_sub/I_div, not as layers of their own.
-    interneurons = {step.node for step in net.plan.steps if step.op == "relu"}
+    # Interneurons show up as their targets' I_sub/I_div, not as layers of their own. Known by their
+    # weights' roles (W_IE, g_I), not by model: DANN's I units are linear and its hidden E units ReLU.
+    interneurons = {spec.node for spec in specs.values() if spec.role.startswith("W_I") or spec.role == "g_I"}
     with torch.no_grad(), frozen(net):
         env = net.run(x, keep=True)
         layers: dict[str, dict[str, torch.Tensor]] = {}
@@ -157,7 +158,7 @@ def layer_quantities(net: Network, x: torch.Tensor) -> dict[str, dict[str, torch
             weights["g_I"] = [p for p in step.params.g_I if p is not None]
             for role, paths in weights.items():
                 if paths:
-                    q[role] = torch.cat([net.tensor(p).detach().flatten() for p in paths])
+                    q[role] = torch.cat([net.value(p).detach().flatten() for p in paths])   # g_I = exp(alpha) where declared
             layers[pop] = q
     return layers
 

@@ -79,10 +79,14 @@ class Interrupted(EidslError):
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int):
-    """Linear warm-up from init_lr to lr over warmup_epochs, then cosine to 0; stepped every iteration."""
+    """Linear warm-up from init_lr to lr over warmup_epochs, then cosine to 0 (or, with
+    schedule = "constant", lr throughout); stepped every iteration."""
     total = cfg.epochs * iters_per_epoch
     warm = min(round(cfg.warmup_epochs * iters_per_epoch), total - 1)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warm, eta_min=0.0)
+    if cfg.schedule == "constant":   # DANN's recipe: one rate throughout (warm-up still honoured)
+        cosine = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warm, eta_min=0.0)
     if warm == 0:
         return cosine
     linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=cfg.init_lr / cfg.lr, end_factor=1.0,
@@ -138,7 +142,7 @@ class Trainer:
             self.model = compile_network(self.model)
         # A compiled or DDP forward keeps no intermediate tensors: firing rates are then sampled.
         self.rates_sampled = cfg.compile or self.world.distributed
-        self.optimizer = make_optimizer(self.net, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.optimizer = make_optimizer(self.net, cfg.lr, cfg.momentum, cfg.weight_decay, rule=cfg.optimizer)
         self.iters_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.iters_per_epoch)
         self.data_generator = torch.Generator().manual_seed(cfg.seed)
