@@ -109,7 +109,8 @@ def main() -> None:
 
 
 # Commands kept in their own modules register themselves on `app` when imported.
-for _module in ("cli_compile", "cli_train", "cli_graph", "cli_tools", "cli_bench", "cli_sweep", "cli_reliability"):
+for _module in ("cli_compile", "cli_train", "cli_graph", "cli_tools", "cli_bench", "cli_sweep", "cli_reliability",
+                "cli_import"):
     try:
         __import__(f"{__package__}.{_module}")
     except ModuleNotFoundError as _exc:
