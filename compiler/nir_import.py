@@ -351,6 +351,16 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
                                  "eidsl sums inputs only where a population integrates them")
         return values[preds[key][0]]
 
+    def summed(key) -> _Value:
+        """A neuron adds up what arrives: the weighted inputs of all its edges."""
+        if len(preds[key]) == 1:
+            return values[preds[key][0]]
+        parts = [values[p] for p in preds[key]]
+        if not all(p.kind == "current" for p in parts):
+            raise NIRImportError(f"NIR node '{key}' ({type(g.nodes[key]).__name__}) has an unweighted input "
+                                 "among several; eidsl populations receive projections")
+        return _Value("current", contributions=[c for p in parts for c in p.contributions])
+
     def as_node(key, v: _Value) -> _Value:
         if v.kind != "node":
             raise NIRImportError(f"NIR node '{key}' ({type(g.nodes[key]).__name__}) reads a weighted current that "
@@ -360,11 +370,13 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
         return v
 
     def flow(key, rec, v: _Value, stem: str) -> _Value:
-        v = as_node(key, v)
+        # A factor that is one number commutes with pooling and flattening: it waits for the next weight.
+        carried = v.scale if v.scale is not None and np.size(v.scale) == 1 else None
+        v = as_node(key, _Value(v.kind, v.node, v.shape, v.contributions, None if carried is not None else v.scale))
         node = fresh(stem)
         graph.add_node(node, rec)
         graph.add_edge(v.node, node, ir.Flow(port=0))
-        return _Value("node", node)
+        return _Value("node", node, scale=carried)
 
     for key in order:
         n = g.nodes[key]
@@ -396,7 +408,9 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
                     b = None
             else:
                 op = {"op": "dense"}
-            if src.scale is not None:       # a Scale before the weight: scale its columns
+            if src.scale is not None and np.size(src.scale) == 1:
+                w = w * float(np.asarray(src.scale).reshape(-1)[0])
+            elif src.scale is not None:       # a Scale before the weight: scale its columns
                 s = torch.from_numpy(np.array(src.scale, dtype=np.float32))
                 if op["op"] == "conv":
                     s = s.reshape(s.shape[0], -1) if s.ndim > 1 else s.reshape(-1, 1)
@@ -447,11 +461,11 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
                 raise NIRImportError(f"NIR node '{key}' ({kind}): padding has no eidsl counterpart")
             out = flow(key, ir.Pool(kernel=k, stride=stride), v, "pool")
             if kind == "SumPool2d":     # the sum is k*k times the mean: the next weight takes the factor
-                out.scale = np.float32(k * k)
+                out.scale = np.float32(k * k) * (1 if out.scale is None else out.scale)
                 notes.append(f"SumPool2d '{key}' is avgpool with its k*k = {k * k} folded into the next weights")
             values[key] = out
         elif kind in ("LIF", "IF", "Threshold", "I"):
-            v = one_input(key)
+            v = summed(key)
             if v.kind != "current":
                 raise NIRImportError(f"NIR node '{key}' ({kind}) is not driven through a weight; eidsl populations "
                                      "receive projections")
@@ -522,6 +536,11 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
         else:
             notes.append(f"the input weight of '{key}' ({'dt r/tau' if kind == 'LIF' else 'dt r'}) is folded "
                          "into its incoming weights")
+    # The leak's constant drive rides on the bias of an undelayed projection: a delayed one's bias is delayed too.
+    carrier = next((i for i, c in enumerate(v.contributions) if c[4] == 0), None)
+    if drive is not None and carrier is None:
+        raise NIRImportError(f"NIR node '{key}' (LIF): its leak potential v_leak needs an undelayed input to carry "
+                             "it in eidsl (a projection's bias is delayed with it)")
     ops = {c[1]["op"] for c in v.contributions}
     name = f"{fresh(('conv_' if conv else 'dense_') + stem)}.E"
     graph.add_node(name, ir.Population(sign="free", size=size, **fields))
@@ -533,7 +552,7 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
             g32 = gain.astype(np.float32)
             w = _rows(w, g32, key)
             b = None if b is None else b * torch.from_numpy(g32)
-        if drive is not None and i == 0:
+        if drive is not None and i == carrier:
             d = torch.from_numpy(np.broadcast_to(drive, (size,)).astype(np.float32))
             b = d if b is None else b + d
         rec = ir.Projection(op=op["op"], kernel=op.get("kernel", 1), stride=op.get("stride", 1),

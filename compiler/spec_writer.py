@@ -348,8 +348,8 @@ def _unit_body(graph, unit, names, var, sizes, indent, edges=True, swap=()) -> l
     """Declarations (and edges) of a unit; in a motif, `swap` names the numbers that are arguments."""
     recs = _records(graph, unit)
     swapped = {}
-    for i, path, arg in swap:
-        value = _SENTINEL + len(swapped)
+    for k, (i, path, arg) in enumerate(swap):
+        value = _SENTINEL + k
         if path.endswith(("delay",)):
             value = int(value)
         swapped[i] = _with(swapped.get(i, recs[i][3]), path, value)
@@ -414,9 +414,10 @@ def written_names(graph: ir.Graph, written: ir.Graph, emitted: list[str]) -> dic
             raise SpecWriteError(f"the edge '{src}' -> '{dst}' is missing from the written spec")
         if _strip(e) != _strip(written.edge(names[src], names[dst])):
             raise SpecWriteError(f"the edge '{src}' -> '{dst}' reads back with other values")
+        # A population sums its inputs in the order they arrived; flows carry their port in the record.
         order_old = [names[s] for s, _ in graph.in_edges(dst)]
         order_new = [s for s, _ in written.in_edges(names[dst])]
-        if order_old != order_new:
+        if isinstance(graph.node(dst), ir.Population) and order_old != order_new:
             raise SpecWriteError(f"the inputs of '{dst}' read back in another order")
     if written.g.number_of_edges() != graph.g.number_of_edges():
         raise SpecWriteError("the written spec has edges the graph has not")
