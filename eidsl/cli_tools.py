@@ -32,7 +32,10 @@ def export_nir(file: Path = typer.Argument(..., help=".ei spec"),
                lossy: bool = typer.Option(False, "--lossy", help="write the closest graph when NIR cannot express "
                                           "everything (each substitution is reported)"),
                dt: float = typer.Option(1.0, "--dt", help="length of one eidsl time step in NIR's time unit"),
-               seed: int = typer.Option(0, "--seed", help="seed of the data-free initial values (no --weights)")):
+               seed: int = typer.Option(0, "--seed", help="seed of the data-free initial values (no --weights)"),
+               extension: bool = typer.Option(True, "--extension/--no-extension",
+                                              help="also store the exact circuit for eidsl (eidsl-ei/1 metadata, "
+                                              "ignored by other NIR tools; about doubles the file)")):
     """Export to NIR (Neuromorphic Intermediate Representation), with a located lossiness report."""
     from compiler import nir_export as NX
 
@@ -45,7 +48,8 @@ def export_nir(file: Path = typer.Argument(..., help=".ei spec"),
         described, trained = NX.initial_weights_note(seed), False
     net.eval()      # BatchNorm, if any, is folded with its running statistics
     try:
-        result = NX.export(graph, net, trained=trained, weights=described, lossy=lossy, dt=dt, source=str(file))
+        result = NX.export(graph, net, trained=trained, weights=described, lossy=lossy, dt=dt, source=str(file),
+                           extension=extension)
     except NX.LossyExport as exc:     # one report line per construct, never wrapped
         _say(exc.render(), err)
         raise typer.Exit(exc.exit_code)
@@ -60,6 +64,8 @@ def export_nir(file: Path = typer.Argument(..., help=".ei spec"),
          f"(network {graph.name}, T = {graph.node(graph.input_name).T}, dt = {dt:g})")
     for note in result.notes:
         _say(note)
+    if extension:
+        _say("eidsl-ei/1 extension written: `eidsl import nir` reads the exact circuit back (docs/interop.md)")
     if result.losses:
         blocking = len(result.blocking)
         rules = len(result.losses) - blocking
