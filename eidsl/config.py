@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1)
     rate_every: int = Field(10, ge=1)      # batches between firing-rate samples when compiled
     hist_epochs: Optional[list[int]] = None  # epochs whose current/weight histograms are kept; None: a default set
-    tensorboard: bool = False
+    tensorboard: bool = True               # event files next to metrics.jsonl (which stays the record)
 
     def histogram_epochs(self) -> list[int]:
         if self.hist_epochs is not None:

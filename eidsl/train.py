@@ -396,7 +396,17 @@ class Trainer:
         if not self.world.main:
             return
         xs = [self.test_set[i][0] for i in range(min(HIST_SAMPLES, len(self.test_set)))]
-        hists = probe.layer_histograms(self.net, torch.stack(xs).to(self.device))
+        quantities = probe.layer_quantities(self.net, torch.stack(xs).to(self.device))
+        hists = probe.quantity_histograms(quantities)
+        if self.writer is not None:
+            # The same tensors as the npz, binned by TensorBoard: currents on the test samples, weights.
+            for layer, values in quantities.items():
+                for name, t in values.items():
+                    t = t.detach().float().reshape(-1).cpu()
+                    t = t[torch.isfinite(t)]
+                    if t.numel():
+                        self.writer.add_histogram(f"{name}/{layer}", t, epoch)
+            self.writer.flush()
         buffer = io.BytesIO()
         np.savez(buffer, **hists)
         (self.run / "hist").mkdir(exist_ok=True)
@@ -406,7 +416,8 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise ConfigError("TensorBoard event files need the tensorboard package: pip install tensorboard "
+                              "(or pass --no-tensorboard)") from None
         return SummaryWriter(str(self.run / "tensorboard"))
 
     def _tensorboard_epoch(self, record: dict[str, Any]) -> None:
