@@ -100,7 +100,9 @@ class Trainer:
         self.log = log if self.world.main else _silent
         self.show_progress = progress and self.world.main
         self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
-        self.writer = self._tensorboard() if cfg.tensorboard and self.world.main else None
+        # Checked now, opened at the first record: a run refused later (a bad resume) leaves no event file.
+        self._writer_class = self._tensorboard() if cfg.tensorboard and self.world.main else None
+        self._writer = None
 
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -217,8 +219,9 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-            if self.writer is not None:
-                self.writer.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
@@ -418,7 +421,13 @@ class Trainer:
         except ImportError:
             raise ConfigError("TensorBoard event files need the tensorboard package: pip install tensorboard "
                               "(or pass --no-tensorboard)") from None
-        return SummaryWriter(str(self.run / "tensorboard"))
+        return SummaryWriter
+
+    @property
+    def writer(self):
+        if self._writer is None and self._writer_class is not None:
+            self._writer = self._writer_class(str(self.run / "tensorboard"))
+        return self._writer
 
     def _tensorboard_epoch(self, record: dict[str, Any]) -> None:
         if self.writer is None:
