@@ -24,6 +24,7 @@ class TrainConfig(BaseModel):
 
     data: str = "mnist5k"
     data_dir: Optional[str] = None
+    download: bool = False                 # fetch missing mnist/cifar10/cifar100 files with torchvision
     augment: bool = True
     shift: int = Field(0, ge=0)            # random train-time translation in pixels (zero fill); 0: none
     epochs: int = Field(20, ge=1)

@@ -64,7 +64,7 @@ def check_data_fits(graph: ir.Graph, info: datasets.DatasetInfo) -> None:
 def load_data(graph: ir.Graph, cfg: TrainConfig):
     T = graph.node(graph.input_name).T
     train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed,
-                                       shift=cfg.shift)
+                                       shift=cfg.shift, download=cfg.download)
     check_data_fits(graph, info)
     return train, test, info
 
