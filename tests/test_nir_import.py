@@ -312,3 +312,17 @@ def test_an_edited_nir_graph_is_not_silently_replaced_by_its_extension(tmp_path)
     res = runner.invoke(app, ["import", "nir", str(edited), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "NIR node 'sub_layer_1.E.W_EE' differs from what its eidsl-ei/1 extension describes" in res.output
+
+
+def test_lossy_export_reports_its_measured_cost(tmp_path):
+    out = tmp_path / "d.nir"
+    res = runner.invoke(app, ["export", "nir", str(ROOT / "specs/motifs/divisive.ei"), "--set", "widths=[24, 12]",
+                              "--lossy", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("cost of the substitutions"))
+    g = nir.read(out)
+    measured = float(line.split("max |NIR - eidsl| = ")[1].split(" ")[0])
+    assert measured > 1e-3 and g.metadata["lossy_deviation"] in line
+    # An exact export measures nothing: there is no substitution.
+    res = runner.invoke(app, ["export", "nir", str(ROOT / "tests/specs/subtractive.ei"), "-o", str(tmp_path / "s.nir")])
+    assert res.exit_code == 0 and "cost of the substitutions" not in res.output
