@@ -106,3 +106,13 @@ def import_deepeisnn(ckpt: Path = typer.Argument(..., help="reference checkpoint
                                       "source": str(ckpt)})
     out.print(f"imported {len(mapping)} tensors from {ckpt} into {output} ({net.plan.name}, "
               f"{sum(p.numel() for p in net.parameters()):,} parameters)", highlight=False, markup=False)
+
+
+def _also_under_import() -> None:
+    # `eidsl import deepeisnn` next to `eidsl import nir`; `import-deepeisnn` keeps working.
+    from .cli_import import import_app
+    import_app.command("deepeisnn", help="Convert a DeepEISNN (reference implementation) checkpoint into an "
+                                         "eidsl state dict (same as `eidsl import-deepeisnn`).")(import_deepeisnn)
+
+
+_also_under_import()

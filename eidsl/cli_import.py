@@ -1,5 +1,5 @@
-"""`eidsl import nir` (a NIR graph -> a readable spec and its weights); `eidsl import deepeisnn` is the
-same command as `eidsl import-deepeisnn`."""
+"""`eidsl import nir` (a NIR graph -> a readable spec and its weights). `eidsl import deepeisnn`, the same
+command as `eidsl import-deepeisnn`, is registered here by cli_compile, which defines it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,12 +57,3 @@ def import_nir(model: Path = typer.Argument(..., help="the .nir file (snnTorch, 
     for note in result.notes:
         _say(note)
     _say(f"next: eidsl describe {spec}   |   eidsl export nir {spec} --weights {weights} -o OUT.nir")
-
-
-def _register_deepeisnn() -> None:
-    from .cli_compile import import_deepeisnn
-    import_app.command("deepeisnn", help="Convert a DeepEISNN (reference implementation) checkpoint into an "
-                                         "eidsl state dict (same as `eidsl import-deepeisnn`).")(import_deepeisnn)
-
-
-_register_deepeisnn()
