@@ -27,7 +27,6 @@ Mapping (NIR, one Euler step of dt -> eidsl, which steps v <- v (1 - 1/tau) + I)
 """
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -541,7 +540,6 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
     if drive is not None and carrier is None:
         raise NIRImportError(f"NIR node '{key}' (LIF): its leak potential v_leak needs an undelayed input to carry "
                              "it in eidsl (a projection's bias is delayed with it)")
-    ops = {c[1]["op"] for c in v.contributions}
     name = f"{fresh(('conv_' if conv else 'dense_') + stem)}.E"
     graph.add_node(name, ir.Population(sign="free", size=size, **fields))
     for i, (src, op, w, b, delay, wkey) in enumerate(v.contributions):
@@ -562,5 +560,4 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
         comments.setdefault(name, [])
         comments[name].append(wkey)
     comments[name].append(key)
-    del ops
     return _Value("node", name)

@@ -198,13 +198,13 @@ def write_spec(graph: ir.Graph, header: str = "", name: str | None = None,
                comments: dict[str, list[str]] | None = None) -> tuple[str, list[str]]:
     """The `.ei` text of `graph`, and the IR node names in the order the text creates them.
     `comments` adds an end-of-line note to the line that creates a population (its origin)."""
+    from eidsl.passes import time_order
     comments = comments or {}
 
     def note(node: str) -> str:
         return f"  # NIR: {', '.join(comments[node])}" if comments.get(node) else ""
-    from eidsl.passes import time_order
-    creation = list(graph.g.nodes)
-    order = creation
+
+    order = list(graph.g.nodes)       # creation order: the order the lowering breaks ties in
     try:
         time_order(graph)
     except Exception as exc:  # noqa: BLE001 - the graph is not a valid network
@@ -258,8 +258,7 @@ def write_spec(graph: ir.Graph, header: str = "", name: str | None = None,
         lines.append("}")
         lines.append("")
 
-    params = ", ".join(f"{k} = {literal(v)}" for k, v in graph.params.items()
-                       if _literal_ok(v))
+    params = ", ".join(f"{k} = {literal(v)}" for k, v in graph.params.items())
     lines.append(f"network {_ident(name or graph.name, set())}({params}) {{")
     taken: set[str] = set(graph.params) | {m["name"] for m in motifs.values()}
     var: dict[str, str] = {}
@@ -289,8 +288,7 @@ def write_spec(graph: ir.Graph, header: str = "", name: str | None = None,
             done.update(unit.members)
             # Edges into the unit's members whose sources all exist by now (units not written as motifs).
             if unit.main not in unit_motif:
-                pending = [m for m in unit.members]
-                lines += _edges(graph, pending, var, "    ")
+                lines += _edges(graph, unit.members, var, "    ")
             lines += _late_edges(graph, done, unit.members, unit_motif, unit_of, var, "    ")
             continue
         if node == graph.output:
@@ -308,19 +306,10 @@ def write_spec(graph: ir.Graph, header: str = "", name: str | None = None,
         lines.append("")
         lines.append("train {")
         for k, v in graph.train.items():
-            if _literal_ok(v):
-                lines.append(f"    {k} = {literal(v)}")
+            lines.append(f"    {k} = {literal(v)}")
         lines.append("}")
     from eidsl.fmt import format_text
     return format_text("\n".join(lines) + "\n"), emitted
-
-
-def _literal_ok(v) -> bool:
-    try:
-        literal(v)
-        return True
-    except SpecWriteError:
-        return False
 
 
 def _node_expr(graph: ir.Graph, node: str, rec, var: dict[str, str], params: dict) -> str:
@@ -421,4 +410,8 @@ def written_names(graph: ir.Graph, written: ir.Graph, emitted: list[str]) -> dic
             raise SpecWriteError(f"the inputs of '{dst}' read back in another order")
     if written.g.number_of_edges() != graph.g.number_of_edges():
         raise SpecWriteError("the written spec has edges the graph has not")
+    for what in ("params", "train"):
+        if getattr(written, what) != getattr(graph, what):
+            raise SpecWriteError(f"the written spec's {what} read back as {getattr(written, what)}, "
+                                 f"not {getattr(graph, what)}")
     return names
