@@ -284,11 +284,35 @@ class _Value:
         self.scale = scale                     # element-wise factor on a node's output, folded into the next weight
 
 
+def soft_resets(g) -> dict[str, tuple[str, str]]:
+    """LI -> Threshold -> Scale -> back to the LI: a LIF with reset by subtraction, the only way NIR can
+    say it (eidsl's export writes it so). {LI node: (Threshold node, Scale node)}."""
+    preds: dict[str, list[str]] = {k: [] for k in g.nodes}
+    succs: dict[str, list[str]] = {k: [] for k in g.nodes}
+    for a, b in g.edges:
+        if a in preds and b in preds:
+            preds[b].append(a)
+            succs[a].append(b)
+    found = {}
+    for key, node in g.nodes.items():
+        if not isinstance(node, nir.LI):
+            continue
+        for s in preds[key]:
+            if not isinstance(g.nodes[s], nir.Scale) or succs[s] != [key] or len(preds[s]) != 1:
+                continue
+            t = preds[s][0]
+            if isinstance(g.nodes[t], nir.Threshold) and preds[t] == [key]:
+                found[key] = (t, s)
+    return found
+
+
 def _from_nodes(g, *, dt, T, name, source) -> Imported:
     notes = []
+    soft = soft_resets(g)
+    feedback = {s: (li, t) for li, (t, s) in soft.items()}
     for key, node in g.nodes.items():
         kind = type(node).__name__
-        if kind not in _SUPPORTED:
+        if kind not in _SUPPORTED and key not in soft:
             why = _WHY_NOT.get(kind, "eidsl has no counterpart for it")
             raise NIRImportError(f"NIR node '{key}' ({kind}) cannot be imported: {why}")
     meta = g.metadata or {}
@@ -313,15 +337,19 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
 
     preds: dict[str, list[str]] = {k: [] for k in g.nodes}
     succs: dict[str, list[str]] = {k: [] for k in g.nodes}
+    edges = []
     for a, b in g.edges:
         if a not in g.nodes or b not in g.nodes:
             raise NIRImportError(f"NIR edge {a!r} -> {b!r} names a node the graph does not have")
+        if a in feedback and feedback[a][0] == b:
+            continue        # the reset feedback: part of the soft-reset population, not a current
+        edges.append((a, b))
         preds[b].append(a)
         succs[a].append(b)
     import networkx as nx
     dg = nx.DiGraph()
     dg.add_nodes_from(g.nodes)
-    dg.add_edges_from(g.edges)
+    dg.add_edges_from(edges)
     try:
         order = list(nx.topological_sort(dg))
     except nx.NetworkXUnfeasible:
@@ -420,6 +448,35 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
                     w = w * s.reshape(1, -1)
                 notes.append(f"the Scale before '{key}' is folded into its weights")
             values[key] = _Value("current", contributions=[[_Value("node", src.node), op, w, b, 0, key]])
+        elif key in feedback:
+            values[key] = None      # read by nothing else: its LI took the reset in
+        elif key in soft:
+            v = summed(key)
+            if v.kind != "current":
+                raise NIRImportError(f"NIR node '{key}' (LI) is not driven through a weight; eidsl populations "
+                                     "receive projections")
+            t, fb = soft[key]
+            values[key] = _population(key, n, "SoftLIF", v, dt, T, graph, edge_values, comments, fresh, notes,
+                                      soft=(t, g.nodes[t], fb, g.nodes[fb]))
+        elif kind == "Threshold" and preds[key] and preds[key][0] in soft:
+            values[key] = values[preds[key][0]]       # the population's spikes
+        elif kind == "Scale" and len(preds[key]) > 1:
+            parts = [values[p] for p in preds[key]]
+            s = np.array(n.scale, dtype=np.float32)
+            if all(p.kind == "current" for p in parts):
+                v = summed(key)
+                for c in v.contributions:
+                    c[2], c[3] = _rows(c[2], s, key), None if c[3] is None else c[3] * torch.from_numpy(s).reshape(-1)
+                values[key] = v
+            elif len(parts) == 2 and all(p.kind == "node" and p.scale is None for p in parts) and np.all(s == 1):
+                node = fresh("sum")     # spikes meeting at an identity Scale: a spike-sum residual
+                graph.add_node(node, ir.Sum())
+                for port, p in enumerate(parts):
+                    graph.add_edge(p.node, node, ir.Flow(port=port))
+                values[key] = _Value("node", node)
+            else:
+                raise NIRImportError(f"NIR node '{key}' (Scale) sums {len(parts)} inputs; eidsl sums two spike "
+                                     "trains at an identity Scale, or weighted currents at a population")
         elif kind == "Scale":
             v = one_input(key)
             s = np.array(n.scale, dtype=np.float32)
@@ -496,7 +553,7 @@ def _rows(w: torch.Tensor, s: np.ndarray, key: str) -> torch.Tensor:
     return w * s.view(-1, 1)
 
 
-def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fresh, notes) -> _Value:
+def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fresh, notes, soft=None) -> _Value:
     first_w = v.contributions[0][2]
     size = int(first_w.shape[0])
     conv = first_w.ndim == 4
@@ -512,6 +569,25 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
         leak = dt * np.asarray(n.v_leak, dtype=np.float64) / tau_n
         drive = None if not np.any(leak) else leak
         stem = "lif"
+    elif kind == "SoftLIF":
+        t_key, t_node, fb_key, fb_node = soft
+        tau_n = _uniform(key, "tau", n.tau)
+        decay = np.float32(1.0 - dt / tau_n)
+        theta = _f32_above(_uniform(t_key, "threshold", t_node.threshold))
+        gain = dt * np.asarray(n.r, dtype=np.float64) / tau_n
+        g1 = _uniform(key, "r", gain)
+        # eidsl: v <- v (1 - 1/tau) + I, then v - theta s; carried into the next step that is a feedback
+        # -(1 - 1/tau) theta of the previous spikes, entering the LI with its input weight dt r/tau.
+        got = g1 * _uniform(fb_key, "scale", fb_node.scale)
+        want = -float(decay) * theta
+        if not np.isclose(got, want, rtol=1e-5, atol=1e-7):
+            raise NIRImportError(f"NIR node '{fb_key}' (Scale): the feedback {got:.7g} into '{key}' is not a reset "
+                                 f"by subtraction of the threshold ({want:.7g} = -(1 - dt/tau) theta)")
+        fields = {"model": "lif", "tau": _tau_for(decay), "theta": theta, "reset": "soft"}
+        leak = dt * np.asarray(n.v_leak, dtype=np.float64) / tau_n
+        drive = None if not np.any(leak) else leak
+        stem = "lif"
+        notes.append(f"'{key}' -> '{t_key}' -> '{fb_key}' is a LIF with reset by subtraction (eidsl's soft reset)")
     elif kind == "IF":
         fields = {"model": "lif", "tau": IF_TAU, "theta": _f32_above(_uniform(key, "v_threshold", n.v_threshold)),
                   "reset": "hard", "v_reset": _uniform(key, "v_reset", n.v_reset)}
@@ -533,7 +609,7 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
         if np.all(gain.astype(np.float32) == 1):     # r = tau/dt written in float32: 1 within rounding
             gain = None
         else:
-            notes.append(f"the input weight of '{key}' ({'dt r/tau' if kind == 'LIF' else 'dt r'}) is folded "
+            notes.append(f"the input weight of '{key}' ({'dt r' if kind == 'IF' else 'dt r/tau'}) is folded "
                          "into its incoming weights")
     # The leak's constant drive rides on the bias of an undelayed projection: a delayed one's bias is delayed too.
     carrier = next((i for i, c in enumerate(v.contributions) if c[4] == 0), None)
