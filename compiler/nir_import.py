@@ -466,7 +466,7 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
             if all(p.kind == "current" for p in parts):
                 v = summed(key)
                 for c in v.contributions:
-                    c[2], c[3] = _rows(c[2], s, key), None if c[3] is None else c[3] * torch.from_numpy(s).reshape(-1)
+                    c[2], c[3] = _rows(c[2], s, key), None if c[3] is None else c[3] * _per_row(s, c[2].shape[0], key)
                 values[key] = v
             elif len(parts) == 2 and all(p.kind == "node" and p.scale is None for p in parts) and np.all(s == 1):
                 node = fresh("sum")     # spikes meeting at an identity Scale: a spike-sum residual
@@ -482,7 +482,7 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
             s = np.array(n.scale, dtype=np.float32)
             if v.kind == "current":
                 for c in v.contributions:
-                    c[2], c[3] = _rows(c[2], s, key), None if c[3] is None else c[3] * torch.from_numpy(s).reshape(-1)
+                    c[2], c[3] = _rows(c[2], s, key), None if c[3] is None else c[3] * _per_row(s, c[2].shape[0], key)
                 notes.append(f"Scale '{key}' is folded into the weights before it")
                 values[key] = v
             else:
@@ -546,8 +546,22 @@ def _from_nodes(g, *, dt, T, name, source) -> Imported:
     return _written(graph, {}, header, name, exact=False, notes=notes, edge_values=edge_values, comments=comments)
 
 
-def _rows(w: torch.Tensor, s: np.ndarray, key: str) -> torch.Tensor:
-    s = torch.from_numpy(np.asarray(s, dtype=np.float32)).reshape(-1)
+def _per_row(s, rows: int, key: str) -> torch.Tensor:
+    """A Scale after a weight as one factor per output row (channel): constant over a channel's pixels."""
+    s = torch.from_numpy(np.asarray(s, dtype=np.float32).reshape(-1))
+    if s.numel() == 1:
+        return s.expand(rows)
+    if s.numel() % rows:
+        raise NIRImportError(f"NIR node '{key}' (Scale): {s.numel()} factors do not fit {rows} outputs")
+    s = s.view(rows, -1)
+    if not torch.all(s == s[:, :1]):
+        raise NIRImportError(f"NIR node '{key}' (Scale) varies within a channel; an eidsl convolution has one "
+                             "weight per channel")
+    return s[:, 0].contiguous()
+
+
+def _rows(w: torch.Tensor, s, key: str) -> torch.Tensor:
+    s = _per_row(s, w.shape[0], key)
     if w.ndim == 4:
         return w * s.view(-1, 1, 1, 1)
     return w * s.view(-1, 1)
@@ -625,9 +639,9 @@ def _population(key, n, kind, v: _Value, dt, T, graph, edge_values, comments, fr
         if gain is not None:
             g32 = gain.astype(np.float32)
             w = _rows(w, g32, key)
-            b = None if b is None else b * torch.from_numpy(g32)
+            b = None if b is None else b * _per_row(g32, b.shape[0], key)
         if drive is not None and i == carrier:
-            d = torch.from_numpy(np.broadcast_to(drive, (size,)).astype(np.float32))
+            d = _per_row(drive, size, key)
             b = d if b is None else b + d
         rec = ir.Projection(op=op["op"], kernel=op.get("kernel", 1), stride=op.get("stride", 1),
                             padding=op.get("padding", 0), bias=b is not None, delay=delay)

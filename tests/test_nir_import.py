@@ -382,3 +382,14 @@ def test_soft_reset_lif_and_spike_sums_of_a_plain_nir_graph(tmp_path, case):
         assert 0.02 < env[a].mean() < 0.98, a
         assert torch.equal(env[a], env2[b]), a
     assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_an_ei_circuit_without_its_extension_is_refused_by_name(tmp_path):
+    """NIR has no rectifier: the interneurons arrive as a Scale between two weights."""
+    out = tmp_path / "s.nir"
+    assert runner.invoke(app, ["export", "nir", str(ROOT / "tests/specs/subtractive.ei"), "--no-extension",
+                               "-o", str(out)]).exit_code == 0
+    assert "eidsl.extension" not in nir.read(out).metadata
+    res = runner.invoke(app, ["import", "nir", str(out), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "NIR node 'sub_layer_1.E.W_EI' (Conv2d) follows another weight with no neuron between" in res.output
