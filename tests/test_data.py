@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from pathlib import Path
 import pickle
 
 import numpy as np
@@ -536,3 +537,57 @@ def test_dataloader_batches(tmp_path):
     train, _, _ = load("cifar10", tmp_path)
     x, y = next(iter(torch.utils.data.DataLoader(train, batch_size=5)))
     assert x.shape == (5, 3, 32, 32) and y.dtype == torch.int64
+
+
+# ---------------------------------------------------------------- --download (torchvision's downloader)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("must not be called")
+
+
+def test_download_fetches_missing_files_in_torchvisions_layout_and_reads_them(tmp_path, monkeypatch):
+    from torchvision import datasets as tv
+    calls = []
+
+    def fake_mnist_download(self):      # what torchvision's MNIST.download leaves on disk
+        calls.append(self.root)
+        _write_mnist(Path(self.root) / "MNIST" / "raw")
+
+    def fake_cifar_download(self):      # torchvision extracts the archive into root/cifar-10-batches-py
+        calls.append(self.root)
+        _write_cifar10(Path(self.root))
+
+    monkeypatch.setattr(tv.MNIST, "download", fake_mnist_download)
+    monkeypatch.setattr(tv.CIFAR10, "download", fake_cifar_download)
+    monkeypatch.setattr(tv.CIFAR10, "__init__", _refuse)     # its constructor would unpickle the batches
+    assert load("mnist", tmp_path / "m", download=True)[2].train_size == 6
+    assert load("cifar10", tmp_path / "c", download=True)[2].train_size == 20
+    assert calls == [str(tmp_path / "m"), str(tmp_path / "c")]
+    # Files already there are read as they are: no second download.
+    assert load("mnist", tmp_path / "m", download=True)[2].test_size == 4
+    assert load("cifar10", tmp_path / "c", download=True)[2].test_size == 3
+    assert len(calls) == 2
+
+
+def test_download_offline_is_one_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for name in ("mnist", "cifar100"):
+        with pytest.raises(DataError) as err:
+            load(name, tmp_path / name, download=True)
+        message = str(err.value)
+        assert message.startswith(f"{name}: download into {tmp_path / name} failed (")
+        assert "offline? put the files there yourself" in message
+    with pytest.raises(DataError, match="dvs-gesture: --download fetches mnist, cifar10, cifar100"):
+        load("dvs-gesture", tmp_path, download=True)
+    with pytest.raises(DataError, match="--download needs --data-dir"):
+        load("mnist", None, download=True)
+    # Without --download an absent folder is today's message.
+    with pytest.raises(DataError, match=r"mnist: data_dir .* is not a folder"):
+        load("mnist", tmp_path / "absent")

@@ -1,4 +1,5 @@
 """`eidsl graph`: the circuit drawn from the IR, with E/I and subtractive/divisive edges told apart."""
+import math
 import re
 
 import pytest
@@ -96,3 +97,28 @@ def test_cli_graph_writes_the_file_and_refuses_bad_names(tmp_path):
     assert result.exit_code == 2 and "must end in .png, .svg or .dot" in result.stderr
     result = runner.invoke(app, ["graph", str(SPECS / "vgg.ei"), "-o", str(tmp_path / "x.png"), "--set", "depth=9"])
     assert result.exit_code == 2 and "depth = 9 is not one of 8, 11, 16, 19" in result.stderr
+
+
+def test_boxes_name_layer_and_population_and_resnet_boxes_do_not_overlap():
+    from eidsl.tools.draw import ROW_GAP, drawing, label_width, layout
+    mlp = drawing(load_graph(SPECS / "mlp.ei", {"depth": "4"}))
+    assert mlp.nodes["layer_3.E"].label == "layer_3.E · LIF 300"
+    assert mlp.nodes["layer_1.I"].label == "layer_1.I · ReLU 125"
+    resnet = drawing(load_graph(SPECS / "resnet.ei", memory_limit=math.inf))
+    sums = [n.label for key, n in resnet.nodes.items() if key.endswith("sum_1")]
+    assert len(sums) == 8 and len(set(sums)) == 8               # every residual sum has its own name
+    assert "basic_block_3.sum_1\nspike sum +" in sums
+    pos, width, height = layout(resnet)
+    boxes = {k: (x, y, label_width(resnet.nodes[k].label) / 2, 0.25 * len(resnet.nodes[k].label.split("\n")))
+             for k, (x, y) in pos.items()}
+    items = list(boxes.items())
+    for i, (a, (xa, ya, wa, ha)) in enumerate(items):
+        assert 0 <= xa - wa and xa + wa <= width and 0 <= ya <= height
+        for b, (xb, yb, wb, hb) in items[i + 1:]:
+            apart_x = abs(xa - xb) >= wa + wb
+            apart_y = abs(ya - yb) >= min(ROW_GAP, ha + hb)
+            assert apart_x or apart_y, (a, b)
+    # A layer's interneurons sit right below its E, so the inhibition bar crosses no other box.
+    for key in ("basic_block_3.layer_1", "basic_block_3.layer_3"):
+        (xe, ye), (xi, yi) = pos[f"{key}.E"], pos[f"{key}.I"]
+        assert xe == xi and abs(ye - yi) == pytest.approx(ROW_GAP)

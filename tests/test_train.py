@@ -525,15 +525,39 @@ def test_batchnorm_family_trains_with_the_same_loop(tmp_path):
     assert bn.num_batches_tracked.item() == 2 * trainer.iters_per_epoch   # histograms did not touch it
 
 
-def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
-    try:
-        import tensorboard  # noqa: F401
-        pytest.skip("tensorboard is installed")
-    except ImportError:
-        pass
-    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--tensorboard",
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)      # as if it were not installed
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", "1",
                        "--out", tmp_path / "r")
-    assert code == 2 and "--tensorboard needs the tensorboard package: pip install tensorboard" in output
+    assert code == 2 and "TensorBoard event files need the tensorboard package" in output
+    assert "--no-tensorboard" in output
+
+
+def test_default_run_writes_tensorboard_events_that_tensorboard_reads(tmp_path):
+    """Scalars equal to metrics.jsonl (the record), rates per population, histograms of currents and weights."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "r"
+    code, output = cli("train", SPECS / "mlp.ei", *TINY_ARGS, "--data", "digits", "--epochs", "2",
+                       "--batch-size", "256", "--threads", "1", "--out", run)
+    assert code == 0, output
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for key, tag in (("train_loss", "train/loss"), ("test_accuracy", "test/accuracy"), ("lr", "lr")):
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [1, 2]
+        assert [e.value for e in events] == pytest.approx([r[key] for r in records], rel=1e-6)
+    for group in ("firing_rates", "test_firing_rates"):
+        layers = records[-1][group]
+        assert layers and all(f"{group}/{name}" in tags["scalars"] for name in layers)
+        assert acc.Scalars(f"{group}/layer_1.E")[-1].value == pytest.approx(layers["layer_1.E"], rel=1e-6)
+    hists = set(tags["histograms"])
+    assert {"I_int/layer_1.E", "I_div/layer_1.E", "W_EE/layer_1.E", "W_EI/layer_1.E"} <= hists
+    steps = [e.step for e in acc.Histograms("I_int/layer_1.E")]
+    assert steps == sorted(TrainConfig(epochs=2).histogram_epochs())
+    assert acc.Histograms("W_EE/layer_1.E")[0].histogram_value.num > 0
 
 
 def _step_gradient_norms(trainer):

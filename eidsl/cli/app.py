@@ -12,7 +12,28 @@ from rich.console import Console
 
 from eidsl.errors import EidslError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+def _plain_help() -> None:
+    """Help panels as people write them: flags take no value, so they show no `<bool>`; a required
+    argument reads FILE in the usage line, not typer 0.29's `{file}`."""
+    from typer import core
+
+    def usage_name(self) -> str:
+        name = self.display_name_raw.upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    shown = core.TyperOption.display_type_rich
+
+    def display_type(self, ctx):
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    core.TyperArgument._usage_display_name = usage_name
+    core.TyperOption.display_type_rich = display_type
+
+
+_plain_help()
+
+app = typer.Typer(add_completion=True, no_args_is_help=True,
                   help="eidsl: a language and compiler for cortical E-I spiking networks (DeepEISNN).")
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)   # a located error stays one line, as editors parse it

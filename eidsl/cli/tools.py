@@ -37,7 +37,10 @@ def export_nir(file: Path = typer.Argument(..., help=".ei spec"),
                data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder holding --data's files"),
                samples: int = typer.Option(256, "--samples", help="test samples the deviation is measured on"),
                verbose: bool = typer.Option(False, "--verbose", "-v", help="also list the exact rewrites and the "
-                                            "training rules NIR does not store (no effect on the forward pass)")):
+                                            "training rules NIR does not store (no effect on the forward pass)"),
+               extension: bool = typer.Option(True, "--extension/--no-extension",
+                                              help="also store the exact circuit for eidsl (eidsl-ei/1 metadata, "
+                                              "ignored by other NIR tools; about doubles the file)")):
     """Export to NIR (Neuromorphic Intermediate Representation), with a located lossiness report.
 
     With --lossy, the exported graph and eidsl's network run on a batch and the measured
@@ -53,7 +56,8 @@ def export_nir(file: Path = typer.Argument(..., help=".ei spec"),
         described, trained = NX.initial_weights_note(seed), False
     net.eval()      # BatchNorm, if any, is folded with its running statistics
     try:
-        result = NX.export(graph, net, trained=trained, weights=described, lossy=lossy, dt=dt, source=str(file))
+        result = NX.export(graph, net, trained=trained, weights=described, lossy=lossy, dt=dt, source=str(file),
+                           extension=extension)
     except NX.LossyExport as exc:     # one report line per construct, never wrapped
         _say(exc.render(), err)
         raise typer.Exit(exc.exit_code)
@@ -78,6 +82,8 @@ def export_nir(file: Path = typer.Argument(..., help=".ei spec"),
     for note in result.notes:
         if verbose or note.startswith(("weights:", "substituted at")):
             _say(note)
+    if extension:
+        _say("eidsl-ei/1 extension written: `eidsl import nir` reads the exact circuit back (docs/interop.md)")
     if result.losses:
         blocking = result.blocking
         rules = [x for x in result.losses if not x.blocking]

@@ -20,6 +20,9 @@ def train(
     source: Optional[str] = typer.Argument(None, help="build folder or .ei spec file; default: the latest build"),
     data: Optional[str] = typer.Option(None, help="dataset name (default from the spec's train block: mnist5k)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding the dataset's files"),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download",
+                                            help="fetch missing mnist/cifar10/cifar100 files into --data-dir "
+                                            "(torchvision's download, checksums checked)"),
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
     batch_size: Optional[int] = typer.Option(None, help="training batch size"),
     lr: Optional[float] = typer.Option(None, help="peak learning rate"),
@@ -47,7 +50,8 @@ def train(
     from eidsl.train import distributed
     options = {"data": data, "data_dir": None if data_dir is None else str(data_dir), "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "compile": compile,
-               "tensorboard": tensorboard, "threads": threads, "strict": strict}
+               "tensorboard": tensorboard, "threads": threads, "strict": strict,
+               "download": download}
     if weights is not None and resume is not None:
         raise EidslError("--resume continues a run from its own last checkpoint; drop --weights")
     if nproc is not None and nproc != 1:
@@ -191,7 +195,7 @@ def _resumed_settings(run: Path, options, source, sets, out_dir, config):
     fixed = [name for name, given in (("a build or spec", source), ("--set", sets), ("--out", out_dir),
                                       ("--config", config)) if given]
     fixed += [f"--{k.replace('_', '-')}" for k, v in options.items()
-              if v is not None and k not in ("device", "tensorboard", "threads", "strict")]
+              if v is not None and k not in ("device", "tensorboard", "threads", "strict", "download")]
     if fixed:
         raise EidslError(f"--resume continues {run} with its saved settings; drop {', '.join(fixed)}")
     try:

@@ -609,8 +609,47 @@ def names() -> list[str]:
     return list(_LOADERS)
 
 
+def _present(name: str, root: Path) -> bool:
+    if name == "mnist":
+        return all(_find_mnist_file([root, root / "MNIST" / "raw"], stem) for stem in sum(_MNIST_FILES.values(), ()))
+    layout = _CIFAR[name]
+    folder = root if root.name == layout.folder else root / layout.folder
+    return all((folder / f).is_file() for f in (*layout.train, *layout.test, layout.meta))
+
+
+DOWNLOADABLE = ("mnist", "cifar10", "cifar100")
+
+
+def fetch(name: str, data_dir: str | Path | None) -> bool:
+    """Fetch a dataset's files into data_dir with torchvision's downloader (checksums checked) when they
+    are missing; False when they were already there. Only the download runs: torchvision's CIFAR classes
+    read their batches with pickle.load, which could run code from a doctored file, so eidsl reads them
+    itself (load_pickle)."""
+    if name not in DOWNLOADABLE:
+        raise DataError(f"{name}: --download fetches {', '.join(DOWNLOADABLE)} (torchvision's downloads); put "
+                        f"{name}'s files in data_dir yourself (docs/data.md lists the layout)")
+    if data_dir is None:
+        raise DataError(f"{name}: --download needs --data-dir, the folder to download into")
+    root = Path(data_dir).expanduser()
+    if root.is_dir() and _present(name, root):
+        return False
+    from torchvision import datasets as tv
+    cls = {"mnist": tv.MNIST, "cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}[name]
+    fetcher = cls.__new__(cls)      # the download method alone, never the constructor's reading
+    fetcher.root = str(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fetcher.download()
+    except Exception as exc:  # noqa: BLE001 - urllib, HTTP and checksum failures come as many types
+        reason = str(getattr(exc, "reason", "") or exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{name}: download into {root} failed ({reason}); offline? put the files there "
+                        "yourself (docs/data.md lists them)") from None
+    return True
+
+
 def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
-         augment: bool = True, seed: int = 0, shift: int = 0) -> tuple[Dataset, Dataset, DatasetInfo]:
+         augment: bool = True, seed: int = 0, shift: int = 0,
+         download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:
     """Return (train, test, info) for a dataset; items are (float32 tensor >= 0, int label).
 
     `T` is the number of event frames for DVS data (default 16 for dvs-gesture,
@@ -619,7 +658,8 @@ def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
     transforms. `seed` fixes the augmentation draws (see the module docstring);
     splits never depend on it. `shift` > 0 adds a random zero-filled
     translation of up to that many pixels per axis to the train split's
-    transforms (after the dataset's own), when `augment` is on.
+    transforms (after the dataset's own), when `augment` is on. `download`
+    fetches missing mnist/cifar10/cifar100 files into data_dir (`fetch`).
     """
     if name not in _LOADERS:
         close = difflib.get_close_matches(str(name).lower(), names(), n=1)
@@ -631,6 +671,8 @@ def load(name: str, data_dir: str | Path | None = None, *, T: int | None = None,
         raise DataError(f"seed must be >= 0, got {seed}")
     if shift < 0:
         raise DataError(f"shift must be >= 0 pixels, got {shift}")
+    if download:            # fetch what is missing; files already there are read as they are
+        fetch(name, data_dir)
     train, test, info = _LOADERS[name](data_dir, T, augment, seed)
     if augment and shift:
         add_shift(train, info, shift, seed)

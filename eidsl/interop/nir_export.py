@@ -446,8 +446,40 @@ class _Builder:
         self.edges = [(a, b) for a, b in self.edges if a in keep and b in keep]
 
 
+EXTENSION = "eidsl-ei/1"
+
+
+def extension_metadata(graph: ir.Graph, net: Network) -> dict:
+    """The eidsl-ei/1 extension (docs/interop.md): the circuit and its unfolded values, for eidsl to read back.
+
+    NIR consumers that do not know it see graph metadata and ignore it; the NIR nodes stay the
+    honest (possibly lossy) graph. Every tensor of the state dict is stored under `eidsl.state.KEY`
+    as written, so the divisive circuit, g_E and b_E come back bit for bit."""
+    meta = {"eidsl.extension": EXTENSION, "eidsl.ir": graph.dumps()}
+    for key, value in net.state_dict().items():
+        meta[f"eidsl.state.{key}"] = np.ascontiguousarray(value.detach().cpu().numpy())
+    return meta
+
+
+def divisive_note(graph: ir.Graph, net: Network, name: str) -> str | None:
+    """What a divisively inhibited population computes, in words and state-dict keys (per-node metadata)."""
+    pl = _PlanIndex(net)
+    step = pl.integrate(name)
+    parts = []
+    for (src, edge), w_paths, g_I in zip(graph.in_edges(name, ir.Inhibition), step.params.W_EI,
+                                         step.params.g_I):
+        if edge.divisive:
+            parts.append({"source": src, "W_EI": w_paths[-1], "g_I": g_I, "subtractive": edge.subtractive,
+                          "stabilize": edge.stabilize, "epsilon": edge.epsilon, "delay": edge.delay})
+    if not parts:
+        return None
+    return json.dumps({"equation": "I_int = g_E (sum_k W_k x_k - W_EI s_I) / D + b_E, "
+                                   "D = stabilize(W_EI (g_I s_I))", "divisors": parts,
+                       "g_E": step.params.g_E, "b_E": step.params.b_E})
+
+
 def export(graph: ir.Graph, net: Network, *, trained: bool, weights: str, lossy: bool = False,
-           dt: float = 1.0, source: str = "") -> Export:
+           dt: float = 1.0, source: str = "", extension: bool = True) -> Export:
     """The NIR graph of `net` (built from `graph`), and everything it cannot carry.
 
     Raises NIRExportError listing the blocking losses unless `lossy`."""
@@ -483,6 +515,13 @@ def export(graph: ir.Graph, net: Network, *, trained: bool, weights: str, lossy:
         "lossiness": "\n".join(x.line() for x in found),
         "substituted": "\n".join(f"{where(x.loc)}: {x.substitute}" for x in blocking),
     }
+    if extension:
+        meta.update(extension_metadata(graph, net))
+        for name, rec in graph.nodes(ir.Population):
+            note = divisive_note(graph, net, name)
+            entry = b.entry(name)
+            if note and entry in b.nodes:
+                b.nodes[entry].metadata["eidsl.divisive"] = note
     try:
         g = nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=meta, type_check=True)
     except (ValueError, AssertionError) as exc:  # a converter bug, never the user's input

@@ -52,6 +52,21 @@ class LeakyIntegrateFire(LeakyIntegrator):
         return z, torch.where(z > 0, self.v_reset.expand_as(v), v)
 
 
+class IntegrateFire(nn.Module):
+    """dv/dt = r I, z = [v > v_threshold], v <- v_reset where z: v <- v + dt r I each step."""
+
+    def __init__(self, node, dt: float):
+        super().__init__()
+        self.register_buffer("gain", _t(dt * np.asarray(node.r, dtype=np.float64)))
+        self.register_buffer("threshold", _t(node.v_threshold))
+        self.register_buffer("v_reset", _t(node.v_reset))
+
+    def forward(self, x, state=None):
+        v = x * self.gain if state is None else state + x * self.gain
+        z = (v > self.threshold).to(x.dtype)
+        return z, torch.where(z > 0, self.v_reset.expand_as(v), v)
+
+
 class Integrator(nn.Module):
     """dv/dt = r I: v <- v + dt r I."""
 
@@ -117,6 +132,7 @@ def node_map(dt: float = 1.0) -> dict:
         nir.LI: lambda n: LeakyIntegrator(n, dt),
         nir.LIF: lambda n: LeakyIntegrateFire(n, dt),
         nir.I: lambda n: Integrator(n, dt),
+        nir.IF: lambda n: IntegrateFire(n, dt),
         nir.Threshold: Threshold,
         nir.Scale: Scale,
         nir.Delay: lambda n: Delay(n, dt),

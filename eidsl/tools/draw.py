@@ -96,18 +96,28 @@ def drawing(graph: ir.Graph, depth: int | None = None) -> Drawing:
     return Drawing(graph.name, nodes, edges, _layers(graph, members))
 
 
+LABEL_LINE = 26     # a label longer than this puts its description on a second line
+
+
+def _join(name: str, what: str) -> str:
+    """`layer_3.E · LIF 500`: the full path names the layer, so every box (every residual sum) is distinct."""
+    one = f"{name} · {what}"
+    return one if len(one) <= LABEL_LINE else f"{name}\n{what}"
+
+
 def _node(name: str, rec) -> Node:
-    short = name.rsplit(".", 1)[-1]
     if isinstance(rec, ir.Population):
         model = {"lif": "LIF", "relu": "ReLU", "current": "current", "linear": "linear"}[rec.model]
         shape = "×".join(map(str, rec.shape or (rec.size,)))
-        return Node(name, f"{short}\n{model} {shape}", rec.sign)
+        return Node(name, _join(name, f"{model} {shape}"), rec.sign)
     if isinstance(rec, ir.Input):
-        return Node(name, f"{short}\n{rec.encoding} {'×'.join(map(str, rec.shape))}, T={rec.T}", "input")
+        return Node(name, _join(name, f"{rec.encoding} {'×'.join(map(str, rec.shape))}, T={rec.T}"), "input")
     if isinstance(rec, ir.Pool):
         what = "global avg pool" if rec.global_pool else f"avg pool {rec.kernel}"
-        return Node(name, f"{short}\n{what}", "op")
-    return Node(name, short, "op")
+        return Node(name, _join(name, what), "op")
+    if isinstance(rec, ir.Sum):
+        return Node(name, _join(name, "spike sum +"), "op")
+    return Node(name, name, "op")
 
 
 def _group_label(graph: ir.Graph, key: str, names: list[str]) -> str:
@@ -220,29 +230,50 @@ def render(d: Drawing, path: Path, engine: str = "auto") -> str:
     return "matplotlib"
 
 
+CHAR_INCHES, ROW_GAP, COLUMN_PAD = 0.075, 1.3, 0.9     # 8 pt text
+
+
+def label_width(label: str) -> float:
+    """Inches a label takes at 8 pt, its widest line."""
+    return max(len(line) for line in label.split("\n")) * CHAR_INCHES
+
+
+def layout(d: Drawing) -> tuple[dict[str, tuple[float, float]], float, float]:
+    """Box centres in inches, and the canvas: one column per time-order layer, each as wide as its
+    longest label plus a margin, rows a fixed gap apart, so no two boxes overlap at any size."""
+    rank = {"input": 0, "exc": 1, "group": 1, "free": 2, "inh": 3, "op": 4}
+    columns: dict[int, list[str]] = {}
+    for node_id, col in sorted(d.layer.items(), key=lambda kv: (kv[1], rank[d.nodes[kv[0]].kind], kv[0])):
+        columns.setdefault(col, []).append(node_id)
+    # A layer's E and I stay next to each other (the inhibition bar then crosses no other box).
+    for col, ids in columns.items():
+        prefixes: list[str] = []
+        for i in ids:
+            if i.rsplit(".", 1)[0] not in prefixes:
+                prefixes.append(i.rsplit(".", 1)[0])
+        columns[col] = [i for p in prefixes for i in ids if i.rsplit(".", 1)[0] == p]
+    # Each column as wide as its longest label line and each row a fixed gap apart, centred on one
+    # axis: boxes cannot overlap, whatever the size of the network (inches; 8 pt text).
+    rows = max(len(c) for c in columns.values())
+    pos, x = {}, 0.0
+    for col in sorted(columns):
+        ids = columns[col]
+        w = max(label_width(d.nodes[i].label) for i in ids) + COLUMN_PAD
+        x += w / 2
+        for i, node_id in enumerate(ids):
+            pos[node_id] = (x, ((len(ids) - 1) / 2 - i) * ROW_GAP + (rows - 1) / 2 * ROW_GAP)
+        x += w / 2
+    width, height = max(x, 2.0), max(rows * ROW_GAP + 0.5, 1.5)
+
+    return pos, width, height
+
+
 def _draw_matplotlib(d: Drawing, path: Path, fmt: str) -> None:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import ArrowStyle, FancyArrowPatch
 
-    rank = {"input": 0, "exc": 1, "group": 1, "free": 2, "inh": 3, "op": 4}
-    columns: dict[int, list[str]] = {}
-    for node_id, col in sorted(d.layer.items(), key=lambda kv: (kv[1], rank[d.nodes[kv[0]].kind], kv[0])):
-        columns.setdefault(col, []).append(node_id)
-    # Lists (not a node attribute, which networkx groups into unordered sets) keep E above its I.
-    g = nx.Graph()
-    g.add_nodes_from(d.layer)
-    pos = nx.multipartite_layout(g, subset_key=columns, align="vertical", scale=1.0)
-    pos = {k: (x, -y) for k, (x, y) in pos.items()}     # first of a column on top
-    columns = max(d.layer.values()) + 1
-    rows = max(list(d.layer.values()).count(c) for c in range(columns))
-    width, height = min(2.0 + 1.7 * columns, 120), min(2.0 + 1.1 * rows, 60)
-    # Spread the layout to the canvas so labels keep their size on big networks.
-    xs = [p[0] for p in pos.values()]
-    ys = [p[1] for p in pos.values()]
-    sx = (width - 2) / max(max(xs) - min(xs), 1e-9)
-    sy = (height - 2) / max(max(ys) - min(ys), 1e-9) if rows > 1 else 1.0
-    pos = {k: ((x - min(xs)) * sx, (y - min(ys)) * sy) for k, (x, y) in pos.items()}
+    pos, width, height = layout(d)
 
     fig = Figure(figsize=(width, height + 0.8))
     ax = fig.subplots()
@@ -278,8 +309,8 @@ def _draw_matplotlib(d: Drawing, path: Path, fmt: str) -> None:
             (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
             mx, my = (x0 + x1) / 2 + rad * (y1 - y0) / 2, (y0 + y1) / 2 - rad * (x1 - x0) / 2
             ax.text(mx + 0.12, my, e.label, color=color, fontsize=9, ha="left", va="center", zorder=4)
-    ax.set_xlim(-1.2, width - 0.8)
-    ax.set_ylim(-1.0, max(height - 1.0, 1.0))
+    ax.set_xlim(0, width)
+    ax.set_ylim(-0.6, height - 0.4)
     legend = [Line2D([], [], color=EXC, marker=">", label="excitatory ->"),
               Line2D([], [], color=INH, marker="|", markersize=10, label="inhibitory -| subtractive (−)"),
               Line2D([], [], color=INH, ls="--", marker="|", markersize=10, label="inhibitory -| divisive (÷)"),

@@ -24,6 +24,7 @@ class TrainConfig(BaseModel):
 
     data: str = "mnist5k"
     data_dir: Optional[str] = None
+    download: bool = False                 # fetch missing mnist/cifar10/cifar100 files with torchvision
     augment: bool = True
     shift: int = Field(0, ge=0)            # random train-time translation in pixels (zero fill); 0: none
     epochs: int = Field(20, ge=1)
@@ -46,7 +47,7 @@ class TrainConfig(BaseModel):
     rate_every: int = Field(10, ge=1)      # batches between firing-rate samples when compiled
     circuit_every: int = Field(50, ge=0)   # batches between circuit-monitor records (circuit.jsonl); 0: off
     hist_epochs: Optional[list[int]] = None  # epochs whose current/weight histograms are kept; None: a default set
-    tensorboard: bool = False
+    tensorboard: bool = True               # event files next to metrics.jsonl (which stays the record)
     strict: bool = False                   # stop (exit 5, run saved) on a health warning (health.py)
 
     # Where each setting came from (resolve), and the settings adapted to the run (budget.py).

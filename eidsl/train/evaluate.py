@@ -79,7 +79,8 @@ def load_data(graph: ir.Graph, cfg: TrainConfig, trained: bool = False):
     """The data, with a random shift the image can take (budget.fit_shift: adapted or refused)."""
     from eidsl.train.budget import fit_shift
     T = graph.node(graph.input_name).T
-    train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed)
+    train, test, info = datasets.load(cfg.data, cfg.data_dir, T=T, augment=cfg.augment, seed=cfg.seed,
+                                       download=cfg.download)
     check_data_fits(graph, info, trained)
 
     def refuse(field: str, why: str):

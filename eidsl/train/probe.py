@@ -179,8 +179,12 @@ def histogram(t: torch.Tensor, bins: int = BINS) -> tuple[np.ndarray, np.ndarray
 
 def layer_histograms(net: Network, x: torch.Tensor, bins: int = BINS) -> dict[str, np.ndarray]:
     """Flat {"<layer>|<quantity>|counts" or "|edges": array} for one npz file."""
+    return quantity_histograms(layer_quantities(net, x), bins)
+
+
+def quantity_histograms(layers: dict[str, dict[str, torch.Tensor]], bins: int = BINS) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for layer, quantities in layer_quantities(net, x).items():
+    for layer, quantities in layers.items():
         for name, t in quantities.items():
             counts, edges = histogram(t, bins)
             out[f"{layer}|{name}|counts"], out[f"{layer}|{name}|edges"] = counts, edges

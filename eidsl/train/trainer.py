@@ -124,7 +124,9 @@ class Trainer:
         self.warn = warn if self.world.main else _silent
         self.show_progress = progress and self.world.main
         self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
-        self.writer = self._tensorboard() if cfg.tensorboard and self.world.main else None
+        # Checked now, opened at the first record: a run refused later (a bad resume) leaves no event file.
+        self._writer_class = self._tensorboard() if cfg.tensorboard and self.world.main else None
+        self._writer = None
 
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -316,8 +318,9 @@ class Trainer:
             self._unlock()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-            if self.writer is not None:
-                self.writer.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
@@ -517,7 +520,17 @@ class Trainer:
         if not self.world.main:
             return
         xs = [self.test_set[i][0] for i in range(min(HIST_SAMPLES, len(self.test_set)))]
-        hists = probe.layer_histograms(self.net, torch.stack(xs).to(self.device))
+        quantities = probe.layer_quantities(self.net, torch.stack(xs).to(self.device))
+        hists = probe.quantity_histograms(quantities)
+        if self.writer is not None:
+            # The same tensors as the npz, binned by TensorBoard: currents on the test samples, weights.
+            for layer, values in quantities.items():
+                for name, t in values.items():
+                    t = t.detach().float().reshape(-1).cpu()
+                    t = t[torch.isfinite(t)]
+                    if t.numel():
+                        self.writer.add_histogram(f"{name}/{layer}", t, epoch)
+            self.writer.flush()
         buffer = io.BytesIO()
         np.savez(buffer, **hists)
         (self.run / "hist").mkdir(exist_ok=True)
@@ -527,8 +540,15 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        return SummaryWriter(str(self.run / "tensorboard"))
+            raise ConfigError("TensorBoard event files need the tensorboard package: pip install tensorboard "
+                              "(or pass --no-tensorboard)") from None
+        return SummaryWriter
+
+    @property
+    def writer(self):
+        if self._writer is None and self._writer_class is not None:
+            self._writer = self._writer_class(str(self.run / "tensorboard"))
+        return self._writer
 
     def _tensorboard_epoch(self, record: dict[str, Any]) -> None:
         if self.writer is None:
