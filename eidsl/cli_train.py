@@ -149,7 +149,6 @@ def _resumed(run: Path, options, source, sets, out_dir, config):
 
 
 def _resumed_settings(run: Path, options, source, sets, out_dir, config):
-    from . import ir
     from .config import resolve
     fixed = [name for name, given in (("a build or spec", source), ("--set", sets), ("--out", out_dir),
                                       ("--config", config)) if given]
@@ -157,11 +156,15 @@ def _resumed_settings(run: Path, options, source, sets, out_dir, config):
               if v is not None and k not in ("device", "tensorboard", "threads")]
     if fixed:
         raise EidslError(f"--resume continues {run} with its saved settings; drop {', '.join(fixed)}")
+    from .evaluate import recorded_graph
     try:
         saved = json.loads((run / "config.json").read_text())
-        graph = ir.Graph.loads((run / "graph.json").read_text())
+        text = (run / "graph.json").read_text()
     except (OSError, ValueError) as exc:
         raise EidslError(f"{run}: not a run folder that can be resumed ({exc})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        raise EidslError(f"{run}/config.json: not a run's settings (no 'train' table)")
+    graph = recorded_graph(text, run / "graph.json", "the run folder")
     changes = {k: v for k, v in options.items() if v is not None}
     cfg = resolve([(f"{run}/config.json", saved["train"]), ("the command line", changes)])
     return graph, cfg, saved

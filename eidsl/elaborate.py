@@ -20,18 +20,12 @@ from . import ir
 from . import syntax as S
 from . import errors
 from .errors import SpecError, Span, did_you_mean, place, raise_all
+from .limits import (MAX_DEPTH, MAX_ERRORS, MAX_INPUT_RANK, MAX_INT, MAX_LIST, MAX_MADE, MAX_NODES,  # noqa: F401
+                     MAX_SPEC_BYTES, MAX_STEPS, MAX_STRING)
 from .parser import parse_expr, parse_file
-from .syntax import MAX_INT
 
 STDLIB = Path(__file__).with_name("stdlib")
 errors.LIBRARY_DIRS.append(STDLIB.resolve())
-
-MAX_NODES = 100_000
-MAX_STEPS = 1_000_000
-MAX_LIST = 1_000_000
-MAX_DEPTH = 64
-MAX_STRING = 10_000
-MAX_ERRORS = 20
 
 # Bare words a spec may use as values: rule and option names.
 SYMBOLS = {
@@ -178,9 +172,6 @@ def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
                     hint="looked in " + ", ".join(str(p) for p in dict.fromkeys(searched)))
 
 
-MAX_SPEC_BYTES = 16 * 2**20
-
-
 def _check_spec_file(real: Path, imp: S.Import) -> None:
     """Only regular files of spec size: a FIFO or device would block or never end the read."""
     st = real.stat()
@@ -215,6 +206,9 @@ class Elaborator:
         self.network_params: dict[str, Any] = {}
         self.counters: dict[tuple[str, str], int] = {}
         self.steps = 0
+        self.made = 0                    # list items and string characters made so far
+        self.created: list[str] = []     # graph nodes in the order they were added
+        self.overflow_at: list[Span] | None = None
         self.depth = 0
         self.errors: list[SpecError] = []
         self.renames: dict[str, str] = {}
@@ -230,10 +224,13 @@ class Elaborator:
             raise_all(self.errors)
         except RecursionError:
             # Nesting is bounded piecewise (syntax depth, motif depth); together they can
-            # still outgrow Python's stack, and that must read as a spec error too.
-            raise SpecError("the spec nests too deeply to expand (motif calls inside deep expressions)",
-                            self.calls[-1] if self.calls else net.span,
-                            hint=f"reduce nesting; motifs may nest at most {MAX_DEPTH} deep") from None
+            # still outgrow Python's stack, and that must read as a spec error too, at the
+            # innermost call (recorded on the way out: the stack of calls is unwound by now).
+            calls = self.overflow_at or []
+            err = SpecError("the spec nests too deeply to expand (motif calls inside deep expressions)",
+                            calls[-1] if calls else net.span,
+                            hint=f"reduce nesting; motifs may nest at most {MAX_DEPTH} deep")
+            raise place(err, reversed(calls[:-1])) from None
 
     def _run(self, net: S.Motif, overrides: dict[str, str]) -> ir.Graph:
         params = {}
@@ -281,7 +278,7 @@ class Elaborator:
             train = {}
             for setting in self.program.train.settings:
                 try:
-                    train[setting.name] = _plain(self.eval(setting.value, dict(params)))
+                    train[setting.name] = _check_setting(setting, _plain(self.eval(setting.value, dict(params))))
                 except SpecError as err:
                     self.errors.append(err)
             raise_all(self.errors)
@@ -363,8 +360,24 @@ class Elaborator:
     def _tick(self, span: Span) -> None:
         self.steps += 1
         if self.steps > MAX_STEPS:
-            raise _Fatal(f"the spec expands to more than {MAX_STEPS:,} statements", span,
-                         hint="check loop bounds")
+            raise _Fatal(f"the spec takes more than {MAX_STEPS:,} elaboration steps (statements and "
+                         f"expressions evaluated) to expand", span,
+                         hint="check loop bounds and the size of what each iteration computes")
+
+    def _charge(self, steps: int, span: Span) -> None:
+        self.steps += steps
+        self._tick(span)
+
+    def _make(self, value, span: Span):
+        """Charge a new list, dictionary or string to the budget of values made (MAX_MADE)."""
+        if isinstance(value, (list, dict, str)):
+            if isinstance(value, (list, dict)) and len(value) > MAX_LIST:
+                raise SpecError(f"list would have {len(value):,} items (limit {MAX_LIST:,})", span)
+            self.made += len(value)
+            if self.made > MAX_MADE:
+                raise _Fatal(f"the spec makes more than {MAX_MADE:,} list items and string characters in "
+                             f"total while expanding", span, hint="check loop bounds and what each iteration keeps")
+        return value
 
     def _node_name(self, path: str, name: str) -> str:
         return f"{path}.{name}" if path else name
@@ -380,6 +393,7 @@ class Elaborator:
             raise _Fatal(f"the spec expands to more than {MAX_NODES:,} graph nodes", span,
                          hint="check loop bounds; a network this large would not fit in memory anyway")
         self.graph.add_node(name, record)
+        self.created.append(name)
         return NodeRef(name)
 
     # populations and projections
@@ -547,7 +561,7 @@ class Elaborator:
             signature, fn = FUNCTIONS[call.func]
             args = self.bind_args(call, signature, scope, path)
             try:
-                return fn(**args)
+                return self._make(fn(**args), call.span)
             except _Misuse as exc:
                 raise SpecError(f"{call.func}() {exc}", call.span) from None
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
@@ -580,26 +594,33 @@ class Elaborator:
         inst_path = self._node_name(path, f"{motif.name}_{self.counters[key]}")
         inst = Instance(motif.name, inst_path, dict(args))
         errors_before = len(self.errors)
+        first_node = len(self.created)
         self.depth += 1
         self.calls.append(call.span)
         try:
             self.exec_block(motif.body, inst.scope, inst_path)
         except _Return as r:
             inst.result = r.value
+        except RecursionError:
+            if self.overflow_at is None:
+                self.overflow_at = list(self.calls)
+            raise
         finally:
             self.depth -= 1
             self.calls.pop()
         if len(self.errors) > errors_before:
             # Its own errors are reported; whatever uses this instance would only echo them.
             raise _Cascade(f"motif '{motif.name}' failed", call.span)
-        self._collapse(inst_path)
+        self._collapse(inst_path, first_node)
         return inst
 
-    def _collapse(self, path: str) -> None:
+    def _collapse(self, path: str, first_node: int) -> None:
         """A motif that only wraps one other (std's `layer` choosing `ei_layer`) adds no name level:
-        `layer_1.ei_layer_1.E` becomes `layer_1.E`."""
+        `layer_1.ei_layer_1.E` becomes `layer_1.E`. Only the nodes this call made are looked at
+        (`created` from `first_node` on, under their current names): scanning the whole graph
+        made N motif calls cost N² (25 minutes for a loop of calls)."""
         prefix = path + "."
-        own = [n for n in self.graph.g if n.startswith(prefix)]
+        own = [n for n in (self.resolve(m) for m in self.created[first_node:]) if n.startswith(prefix)]
         rests = [n[len(prefix):] for n in own]
         children = {r.split(".", 1)[0] for r in rests}
         if len(children) != 1 or not all("." in r for r in rests):
@@ -658,20 +679,27 @@ class Elaborator:
         raise SpecError(f"expected a population or layer, got {_kind(value)}", span)
 
     def eval(self, expr, scope: dict, path: str = "", bind: str | None = None) -> Any:
+        self._tick(expr.span)
         if isinstance(expr, (S.Num, S.Str, S.Bool)):
             return expr.value
         if isinstance(expr, S.Var):
             return self.lookup(expr.name, scope, expr.span)
         if isinstance(expr, S.ListExpr):
-            return [self.eval(e, scope, path) for e in expr.items]
+            return self._make([self.eval(e, scope, path) for e in expr.items], expr.span)
         if isinstance(expr, S.DictExpr):
             out = {}
             for k, v in expr.pairs:
                 key = self.eval(k, scope, path)
                 if not isinstance(key, (int, float, str, bool)):
                     raise SpecError(f"a dictionary key must be a number or string, got {_kind(key)}", k.span)
+                clash = next((old for old in out if old == key and isinstance(old, bool) != isinstance(key, bool)),
+                             None)
+                if clash is not None:
+                    # Python would merge them (true == 1); the language keeps truth values apart from numbers.
+                    raise SpecError(f"a dictionary cannot have both {_show(clash)} and {_show(key)} as keys",
+                                    k.span, hint="true/false are not the numbers 1 and 0")
                 out[key] = self.eval(v, scope, path)
-            return out
+            return self._make(out, expr.span)
         if isinstance(expr, S.Call):
             return self.call(expr, scope, path, bind)
         if isinstance(expr, S.Attr):
@@ -695,8 +723,10 @@ class Elaborator:
         target = self.eval(expr.target, scope, path)
         key = self.eval(expr.index, scope, path)
         if isinstance(target, dict):
-            if not isinstance(key, (int, float, str)) or key not in target:
-                options = ", ".join(map(_show, target))
+            # `{true: a}[1]`: Python finds True under 1; truth values are not numbers here.
+            if not isinstance(key, (int, float, str)) or key not in target or \
+                    isinstance(key, bool) != isinstance(next(k for k in target if k == key), bool):
+                options = ", ".join(map(_show, list(target)[:12])) + (", ..." if len(target) > 12 else "")
                 what = f"{expr.index.name} = {_show(key)}" if isinstance(expr.index, S.Var) else _show(key)
                 raise SpecError(f"{what} is not one of {options}", expr.index.span,
                                 hint=f"choose one of {options}")
@@ -726,6 +756,9 @@ class Elaborator:
         if op == "+" and _is_node(left) and _is_node(right):
             return self.spike_sum([left, right], expr, path)
         if op in ("==", "!="):
+            # Comparing lists walks them: charge the walk, or a loop of `l == l` on long lists
+            # would cost steps times items.
+            self._charge(min(_items(left), _items(right)), expr.span)
             same = isinstance(left, bool) == isinstance(right, bool) and left == right
             return same if op == "==" else not same
         if op in ("<", "<=", ">", ">="):
@@ -733,16 +766,18 @@ class Elaborator:
                 raise SpecError(f"cannot compare {_kind(left)} with {_kind(right)}", expr.span)
             return _COMPARE[op](left, right)
         if isinstance(left, list) and op == "+" and isinstance(right, list):
-            return self._bounded_list(left + right, expr.span)
+            return self._make(self._bounded_list(left + right, expr.span), expr.span)
         if isinstance(left, list) and op == "*" and _is_int(right):
-            if len(left) * max(right, 0) > MAX_LIST:
-                raise SpecError(f"list would have {len(left) * right:,} items (limit {MAX_LIST:,})", expr.span)
-            return left * right
+            # The count is checked on its own too: `[] * 2**63` is empty but Python cannot repeat it.
+            if len(left) * max(right, 0) > MAX_LIST or right > MAX_LIST:
+                raise SpecError(f"list would have {len(left) * right:,} items, or is repeated {right:,} times "
+                                f"(limit {MAX_LIST:,})", expr.span)
+            return self._make(left * right, expr.span)
         if isinstance(left, str) and op == "+" and isinstance(right, str):
             if len(left) + len(right) > MAX_STRING:
                 raise SpecError(f"string would have {len(left) + len(right):,} characters (limit {MAX_STRING:,})",
                                 expr.span)
-            return left + right
+            return self._make(left + right, expr.span)
         if not (_is_number(left) and _is_number(right)):
             raise SpecError(f"cannot apply '{op}' to {_kind(left)} and {_kind(right)}", expr.span,
                             hint=_op_hint(op, left, right))
@@ -796,6 +831,19 @@ class Elaborator:
                             hint="use the population the readout reads")
 
 
+def _check_setting(setting: S.Setting, value):
+    """A train block's setting, validated as `eidsl train` will (config.TrainConfig), so that
+    `epochs = -1` fails `check` at its line rather than `train` later without one."""
+    from .config import FIELDS, setting_error
+    if setting.name not in FIELDS:
+        raise SpecError(f"unknown training setting '{setting.name}'", setting.span,
+                        hint=did_you_mean(setting.name, FIELDS) or "settings: " + ", ".join(FIELDS))
+    why = setting_error(setting.name, value)
+    if why is not None:
+        raise SpecError(f"training setting {setting.name} = {_show(value)}: {why}", setting.value.span)
+    return value
+
+
 class _Cascade(SpecError):
     """An error caused by an earlier one; it stops the statement without being reported."""
 
@@ -828,6 +876,17 @@ class _Quotient(float):
         self = super().__new__(cls, value)
         self.operands = (a, b)
         return self
+
+
+def _items(v, cap: int = MAX_STEPS + 1) -> int:
+    """Values inside lists and dictionaries, nested ones included, counted up to `cap`."""
+    count, stack = 0, [v]
+    while stack and count < cap:
+        x = stack.pop()
+        if isinstance(x, (list, dict)):
+            count += len(x)
+            stack.extend(x.values() if isinstance(x, dict) else x)
+    return count
 
 
 def _is_number(v) -> bool:
@@ -899,6 +958,8 @@ def _kind(v) -> str:
 
 
 def _show(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return f'"{v}"' if isinstance(v, str) and not isinstance(v, Sym) else str(v)
 
 
@@ -1104,6 +1165,11 @@ def _a(kind: str) -> str:
 def _shape(value, span: Span) -> tuple[int, ...]:
     if isinstance(value, list):
         value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    if isinstance(value, list) and len(value) > MAX_INPUT_RANK:
+        # Before showing it: a long list of 20-digit sizes would print for ever (or past Python's
+        # limit on the digits of one integer, once multiplied).
+        raise SpecError(f"an input shape has at most {MAX_INPUT_RANK} dimensions, got {len(value):,}", span,
+                        hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")
     if not isinstance(value, list) or not value or not all(_is_int(v) and v > 0 for v in value):
         raise SpecError(f"an input shape is a list of positive whole numbers, got {_show(value)}", span,
                         hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")

@@ -12,6 +12,7 @@ import networkx as nx
 
 from . import ir
 from .errors import EidslError, SpecError, Span, raise_all
+from .limits import MAX_ERRORS
 
 
 def _span(rec) -> Span | None:
@@ -24,8 +25,9 @@ def check(graph: ir.Graph, batch: int = 1, memory_limit: float | None = None) ->
     order = time_order(graph)
     errors = infer_shapes(graph, order)
     raise_all(errors)
-    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph)
-              + check_inhibition(graph))
+    # check_signs marks the sign-constrained weights that check_constrained_inits then reads.
+    raise_all(check_signs(graph) + check_constrained_inits(graph) + check_reachability(graph)
+              + check_readout(graph) + check_delays(graph) + check_inhibition(graph))
     infer_fan_in(graph)
     check_size(graph, batch, memory_limit)
     return graph
@@ -172,30 +174,44 @@ def _fmt(shape) -> str:
 
 # ---------------------------------------------------------------- Dale's law
 
-def node_sign(graph: ir.Graph, name: str) -> str:
+def node_sign(graph: ir.Graph, name: str, memo: dict[str, str] | None = None) -> str:
     """Declared for populations and the input; pools, flattens and sums carry their inputs' sign
-    (when those all agree, else they are sign-free)."""
-    signs, seen, stack = set(), set(), [name]
+    (when those all agree, else they are sign-free). `memo` keeps the signs found between calls:
+    without it, projections from every node of a long chain of pools walked the chain each time."""
+    memo = {} if memo is None else memo
+    stack, opened = [name], set()
     while stack:   # iterative: a chain of thousands of pools must not exhaust the stack
-        node = stack.pop()
-        if node in seen:
+        node = stack[-1]
+        if node in memo:
+            stack.pop()
             continue
-        seen.add(node)
         rec = graph.node(node)
         if isinstance(rec, (ir.Population, ir.Input)):
-            signs.add(rec.sign)
-        else:
-            stack.extend(src for src, _ in graph.in_edges(node))
-    return signs.pop() if len(signs) == 1 else "free"
+            memo[node] = rec.sign
+            stack.pop()
+            continue
+        # Flow edges only point back at nodes made before, so this walk has no cycle; `opened`
+        # makes sure of it all the same.
+        sources = [src for src, _ in graph.in_edges(node)]
+        todo = [src for src in sources if src not in memo and src not in opened]
+        if todo and node not in opened:
+            opened.add(node)
+            stack.extend(todo)
+            continue
+        signs = {memo[src] for src in sources if src in memo}
+        memo[node] = signs.pop() if len(signs) == 1 else "free"
+        stack.pop()
+    return memo[name]
 
 
 def check_signs(graph: ir.Graph) -> list[SpecError]:
     errors = []
+    memo: dict[str, str] = {}
     for src, dst, edge in graph.edges():
         if not isinstance(edge, (ir.Projection, ir.Inhibition)):
             continue
         s, d = graph.node(src), graph.node(dst)
-        s_sign = node_sign(graph, src)
+        s_sign = node_sign(graph, src, memo)
         if not isinstance(d, ir.Population):
             errors.append(SpecError(f"a projection must end on a population, not {_a(d.kind)}", _span(edge)))
             continue
@@ -222,6 +238,39 @@ def _a(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
+def _negative_part(init: ir.Init) -> str | None:
+    """How an init rule starts some values below 0, if it does so by its own numbers."""
+    if init.rule == "constant" and init.value is not None and init.value < 0:
+        return f"the constant {init.value:g}"
+    if init.rule == "uniform" and init.low is not None and init.low < 0:
+        return f"uniform({init.low:g}, {init.high:g}), whose values below 0"
+    if init.rule == "normal" and init.mean is not None and init.mean < 0:
+        return f"normal({init.mean:g}, {init.std:g}), centred below 0,"
+    return None
+
+
+def check_constrained_inits(graph: ir.Graph) -> list[SpecError]:
+    """Sign-constrained weights and gains are clamped to >= 0 after initialisation: a negative
+    init there silently became 0 (a dead layer). Say so instead."""
+    errors = []
+    for src, dst, edge in graph.edges():
+        if isinstance(edge, (ir.Projection, ir.Inhibition)) and edge.nonneg and edge.init is not None:
+            what = _negative_part(edge.init)
+            if what:
+                errors.append(SpecError(f"the weights of '{src}' -> '{dst}' are kept >= 0 (Dale's law), so "
+                                        f"{what} would be clamped to 0", _span(edge),
+                                        hint="give a non-negative init, or make the target `dale = false` for "
+                                             "sign-free weights"))
+    for name, rec in graph.nodes(ir.Population):
+        if rec.gain is not None and rec.sign != "free" and rec.dale:
+            what = _negative_part(rec.gain)
+            if what:
+                errors.append(SpecError(f"the gain of '{name}' is kept >= 0 (Dale's law), so {what} would be "
+                                        "clamped to 0", _span(rec),
+                                        hint="give a non-negative gain, or `dale = false`"))
+    return errors
+
+
 # ---------------------------------------------------------------- reachability
 
 def check_reachability(graph: ir.Graph) -> list[SpecError]:
@@ -233,6 +282,8 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
     reached = nx.descendants(graph.g, inputs[0]) | {inputs[0]}
     feeds_output = nx.ancestors(graph.g, graph.output) | {graph.output}
     for name, rec in graph.nodes():
+        if len(errors) > MAX_ERRORS:   # one per node of a large graph cost seconds to build
+            break
         if name not in reached:
             errors.append(SpecError(f"'{name}' is not reached from the input", _span(rec),
                                     hint="connect it with a projection from an earlier layer"))
