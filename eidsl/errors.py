@@ -123,7 +123,10 @@ def source_text(span: Span) -> str | None:
 def source_lines(text: str) -> list[str]:
     """Lines as the parser counts them: ended by '\n' only. `str.splitlines` also breaks at form
     feeds, U+2028 and other separators, and then quoted the wrong line after one."""
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines[-1] == "":    # after the last newline: no line, as for splitlines
+        lines.pop()
+    return lines
 
 
 def _quote(span: Span) -> list[str]:
