@@ -256,6 +256,8 @@ class Elaborator:
         if self.errors:
             raise_all(self.errors)
         self.network_params = params
+        for p in net.params:
+            _check_exportable(params[p.name], p.span)
         self.graph = ir.Graph(net.name, _plain(params), loc=ir.Loc.of(net.span))
         scope = dict(params)
         result_span = net.span
@@ -278,7 +280,8 @@ class Elaborator:
             train = {}
             for setting in self.program.train.settings:
                 try:
-                    train[setting.name] = _check_setting(setting, _plain(self.eval(setting.value, dict(params))))
+                    value = _check_exportable(self.eval(setting.value, dict(params)), setting.value.span)
+                    train[setting.name] = _check_setting(setting, _plain(value))
                 except SpecError as err:
                     self.errors.append(err)
             raise_all(self.errors)
@@ -485,8 +488,8 @@ class Elaborator:
             return ir.Init(rule="constant", value=float(value))
         if isinstance(value, str) and value in INIT_RULES:
             return ir.Init(rule=value)
-        raise SpecError(f"unknown init rule {value!r}", span,
-                        hint=did_you_mean(str(value), INIT_RULES) or "rules: " + ", ".join(sorted(INIT_RULES)) +
+        raise SpecError(f"unknown init rule {_show(value)}", span,
+                        hint=(did_you_mean(value, INIT_RULES) if isinstance(value, str) else None) or "rules: " + ", ".join(sorted(INIT_RULES)) +
                         ", uniform(low, high), normal(mean, std), constant(v), or a number")
 
     def size(self, value, span: Span) -> int:
@@ -957,9 +960,21 @@ def _kind(v) -> str:
     return type(v).__name__
 
 
+def _check_exportable(value, span: Span):
+    """Parameters and settings are written out as JSON: a list holding one long list many times
+    (`[range(100000)] * 100000`, ten billion values once expanded) must be refused first."""
+    if _items(value, MAX_LIST + 1) > MAX_LIST:
+        raise SpecError(f"this value holds more than {MAX_LIST:,} items in all (nested lists counted each time "
+                        f"they appear)", span, hint="network parameters and training settings are small values")
+    return value
+
+
 def _show(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (list, dict)) and _items(v, 64) >= 64:
+        # Printing a list that holds a long one many times would write billions of values.
+        return f"a {'list' if isinstance(v, list) else 'dictionary'} of {len(v):,} items"
     return f'"{v}"' if isinstance(v, str) and not isinstance(v, Sym) else str(v)
 
 
