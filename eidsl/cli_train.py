@@ -11,6 +11,7 @@ import typer
 
 from .cli import IncludeOption, SetOption, app, command, err, out, parse_sets
 from .errors import EidslError
+from .limits import read_text
 
 
 @app.command()
@@ -158,8 +159,8 @@ def _resumed_settings(run: Path, options, source, sets, out_dir, config):
         raise EidslError(f"--resume continues {run} with its saved settings; drop {', '.join(fixed)}")
     from .evaluate import recorded_graph
     try:
-        saved = json.loads((run / "config.json").read_text())
-        text = (run / "graph.json").read_text()
+        saved = json.loads(read_text(run / "config.json"))
+        text = read_text(run / "graph.json")
     except (OSError, ValueError) as exc:
         raise EidslError(f"{run}: not a run folder that can be resumed ({exc})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
@@ -230,7 +231,7 @@ def _latest_build() -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except (OSError, ValueError) as exc:
         raise EidslError(f"{path}: cannot read the build description ({exc})") from None
 

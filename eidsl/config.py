@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import EidslError
-from .limits import MAX_BATCH, MAX_EPOCHS
+from .limits import MAX_BATCH, MAX_EPOCHS, read_text
 
 
 class ConfigError(EidslError):
@@ -77,7 +77,7 @@ def setting_error(name: str, value: Any) -> str | None:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Settings from a TOML file: top-level keys, or the keys of its [train] table."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(read_text(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -488,7 +488,8 @@ class Elaborator:
             return ir.Init(rule="constant", value=float(value))
         if isinstance(value, str) and value in INIT_RULES:
             return ir.Init(rule=value)
-        raise SpecError(f"unknown init rule {_show(value)}", span,
+        shown = repr(value) if isinstance(value, (str, int, float)) else _show(value)
+        raise SpecError(f"unknown init rule {shown}", span,
                         hint=(did_you_mean(value, INIT_RULES) if isinstance(value, str) else None) or "rules: " + ", ".join(sorted(INIT_RULES)) +
                         ", uniform(low, high), normal(mean, std), constant(v), or a number")
 

@@ -54,3 +54,17 @@ MAX_BATCH = 2 ** 24
 # uncompressed; a deflated 1 MB member that inflates to 1.6 GB is a bomb, not a checkpoint).
 MAX_IMPORT_BYTES = 2 * 2**30
 MAX_INFLATE = 20
+# A TOML settings file, a run's config.json and graph.json, a build's spec.json and graph.json.
+MAX_SETTINGS_BYTES = 16 * 2**20
+
+
+def read_text(path, limit: int = MAX_SETTINGS_BYTES) -> str:
+    """A small text file, refused (EidslError naming the limit) before reading when it is larger."""
+    from pathlib import Path
+
+    from .errors import EidslError
+    path = Path(path)
+    size = path.stat().st_size     # OSError (missing, unreadable) is the caller's to report
+    if size > limit:
+        raise EidslError(f"{path}: {size:,} bytes, more than the {limit:,}-byte limit for this file")
+    return path.read_text(encoding="utf-8")
