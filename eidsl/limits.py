@@ -12,6 +12,9 @@ from __future__ import annotations
 # Bytes of one spec file, the root as well as every import: the parser holds a tree node per
 # token, and 3.5 MB of text took 46 s and 1.4 GB. The largest shipped spec is ~3 KB.
 MAX_SPEC_BYTES = 256 * 2**10
+# Tokens of one spec file (comments aside): the parser's time is per token, ~0.1 ms each on a
+# busy machine, so this keeps any file's parse to seconds. The standard library has ~700.
+MAX_TOKENS = 10_000
 # Characters of one --set value.
 MAX_SET_CHARS = 10_000
 # Characters of a string, as written (a literal) or computed (`a + b`).

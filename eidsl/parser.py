@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,7 @@ from lark import Lark, Transformer, v_args
 
 from . import syntax as S
 from .errors import Span, SpecError, did_you_mean, remember_source, source_lines
-from .limits import MAX_NESTING, MAX_PARSE_DEPTH, MAX_SET_CHARS, MAX_SPEC_BYTES, MAX_STRING
+from .limits import MAX_NESTING, MAX_PARSE_DEPTH, MAX_SET_CHARS, MAX_SPEC_BYTES, MAX_STRING, MAX_TOKENS
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -104,7 +105,27 @@ def parse_expr(text: str, where: str = "<--set>"):
     return expr
 
 
+# Roughly the grammar's tokens, for counting them before parsing (a C-speed scan).
+_ROUGH_TOKEN = re.compile(r'"[^"\n]*"|#[^\n]*|[A-Za-z0-9_.]+|\S')
+
+
+def _check_token_count(text: str, path: str) -> None:
+    count = 0
+    for match in _ROUGH_TOKEN.finditer(text):
+        if match.group().startswith("#"):
+            continue
+        count += 1
+        if count > MAX_TOKENS:
+            at = match.start()
+            line = text.count("\n", 0, at) + 1
+            column = at - (text.rfind("\n", 0, at) + 1) + 1
+            raise SpecError(f"the spec has more than {MAX_TOKENS:,} tokens (names, numbers, symbols), the limit "
+                            "for one file", Span(path, line, column),
+                            hint="split it into files that import each other, or use loops and motifs")
+
+
 def _parse(text: str, path: str, start: str) -> lark.Tree:
+    _check_token_count(text, path)
     try:
         tree = _lark().parse(text, start=start)
     except lark.exceptions.UnexpectedInput as exc:

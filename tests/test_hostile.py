@@ -138,6 +138,14 @@ def test_a_spec_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     assert f"more than the limit of {limits.MAX_SPEC_BYTES:,} bytes" in err.message
 
 
+def test_a_spec_over_the_token_limit_is_refused_before_parsing(tmp_path):
+    # Parsing costs ~0.1 ms a token on a busy machine: 255 KiB of statements took 27 s.
+    lines = "".join(f"    y{i} = {i} + 2 * 3\n" for i in range(1500))     # 7 tokens a line
+    err = spec_error(tmp_path, net(lines), seconds=2)
+    assert err.message.startswith(f"the spec has more than {limits.MAX_TOKENS:,} tokens")
+    assert err.span.line == 2 + (limits.MAX_TOKENS - 5) // 7
+
+
 def test_a_long_set_value_is_refused():
     with pytest.raises(SpecError, match="longer than the limit of 10,000"):
         parse_expr("[" + "1, " * 5000 + "1]")
