@@ -103,7 +103,7 @@ class SpecErrors(EidslError):
         super().__init__("; ".join(e.message for e in self.errors))
 
     def render(self) -> str:
-        more = [f"... and {self.more:,} more errors"] if self.more else []
+        more = [f"... and more errors (only the first {len(self.errors)} are shown)"] if self.more else []
         return "\n".join([*(e.render() for e in self.errors), *more])
 
 

@@ -115,6 +115,22 @@ def test_the_node_limit_is_reached_quickly(tmp_path):
     assert f"more than {limits.MAX_NODES:,} graph nodes" in err.message
 
 
+def test_a_list_repeated_in_a_setting_is_refused_before_it_is_written_out(tmp_path):
+    # One list of 10^5 held 10^5 times: 10^10 values once turned into JSON (hung before).
+    err = spec_error(tmp_path, net("") + "train {\n    lr = [range(100000)] * 100000\n}\n")
+    assert err.message.startswith(f"this value holds more than {limits.MAX_LIST:,} items") and err.span.line == 7
+
+
+def test_errors_are_capped(tmp_path):
+    text = ("motif grow(x) {\n    exc E = lif(1)\n    x -> E : dense()\n    return E\n}\n"
+            + "network n(T = 2) {\n    h = flatten(image([1, 2, 2]))\n    for i in range(500) {\n"
+            "        y = grow(h)\n    }\n    return readout(h)\n}\n")
+    with pytest.raises(SpecErrors) as info:
+        load_graph(_write(tmp_path, text), memory_limit=math.inf)
+    assert len(info.value.errors) == limits.MAX_ERRORS
+    assert info.value.render().endswith(f"... and more errors (only the first {limits.MAX_ERRORS} are shown)")
+
+
 # ---------------------------------------------------------------- 5: memory
 
 def test_values_kept_in_a_loop_stop_at_the_budget(tmp_path):
