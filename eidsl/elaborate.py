@@ -691,17 +691,18 @@ class Elaborator:
         if isinstance(expr, S.ListExpr):
             return self._make([self.eval(e, scope, path) for e in expr.items], expr.span)
         if isinstance(expr, S.DictExpr):
-            out = {}
+            out = _Dict()
             for k, v in expr.pairs:
                 key = self.eval(k, scope, path)
                 if not isinstance(key, (int, float, str, bool)):
                     raise SpecError(f"a dictionary key must be a number or string, got {_kind(key)}", k.span)
-                clash = next((old for old in out if old == key and isinstance(old, bool) != isinstance(key, bool)),
-                             None)
-                if clash is not None:
-                    # Python would merge them (true == 1); the language keeps truth values apart from numbers.
-                    raise SpecError(f"a dictionary cannot have both {_show(clash)} and {_show(key)} as keys",
-                                    k.span, hint="true/false are not the numbers 1 and 0")
+                if _is_number(key) or isinstance(key, bool):
+                    kind = "truth" if isinstance(key, bool) else "number"
+                    if out.numeric_keys not in (None, kind):
+                        # Python would merge true with 1; the language keeps truth values apart from numbers.
+                        raise SpecError(f"a dictionary cannot mix true/false keys with number keys ({_show(key)} here)",
+                                        k.span, hint="true/false are not the numbers 1 and 0")
+                    out.numeric_keys = kind
                 out[key] = self.eval(v, scope, path)
             return self._make(out, expr.span)
         if isinstance(expr, S.Call):
@@ -729,7 +730,8 @@ class Elaborator:
         if isinstance(target, dict):
             # `{true: a}[1]`: Python finds True under 1; truth values are not numbers here.
             if not isinstance(key, (int, float, str)) or key not in target or \
-                    isinstance(key, bool) != isinstance(next(k for k in target if k == key), bool):
+                    (isinstance(key, bool) or _is_number(key)) and _numeric_keys(target) != \
+                    ("truth" if isinstance(key, bool) else "number"):
                 options = ", ".join(map(_show, list(target)[:12])) + (", ..." if len(target) > 12 else "")
                 what = f"{expr.index.name} = {_show(key)}" if isinstance(expr.index, S.Var) else _show(key)
                 raise SpecError(f"{what} is not one of {options}", expr.index.span,
@@ -846,6 +848,19 @@ def _check_setting(setting: S.Setting, value):
     if why is not None:
         raise SpecError(f"training setting {setting.name} = {_show(value)}: {why}", setting.value.span)
     return value
+
+
+class _Dict(dict):
+    """A dictionary made by a spec, knowing whether its number-like keys are truth values or
+    numbers (never both), so a look-up can tell `true` from 1 in constant time."""
+    numeric_keys: str | None = None
+
+
+def _numeric_keys(d: dict) -> str | None:
+    if isinstance(d, _Dict):
+        return d.numeric_keys
+    kinds = {"truth" if isinstance(k, bool) else "number" for k in d if isinstance(k, (int, float))}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 class _Cascade(SpecError):

@@ -261,7 +261,9 @@ def test_a_number_is_not_a_truth_value_in_a_set(tmp_path):
         load_graph(path, {"ei_init": "1"})
     assert "1 is not one of true, false" in info.value.render()
     err = spec_error(tmp_path, net("    d = {true: 1, 1: 2}"))
-    assert err.message == "a dictionary cannot have both true and 1 as keys"
+    assert err.message == "a dictionary cannot mix true/false keys with number keys (1 here)"
+    err = spec_error(tmp_path, net("    d = {true: 1, 0: 2}[false]"))
+    assert "a dictionary cannot mix" in err.message
 
 
 @pytest.mark.parametrize("setting, message", [
