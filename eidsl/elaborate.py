@@ -489,8 +489,9 @@ class Elaborator:
         if isinstance(value, str) and value in INIT_RULES:
             return ir.Init(rule=value)
         shown = repr(value) if isinstance(value, (str, int, float)) else _show(value)
+        close = did_you_mean(value, INIT_RULES) if isinstance(value, str) else None
         raise SpecError(f"unknown init rule {shown}", span,
-                        hint=(did_you_mean(value, INIT_RULES) if isinstance(value, str) else None) or "rules: " + ", ".join(sorted(INIT_RULES)) +
+                        hint=close or "rules: " + ", ".join(sorted(INIT_RULES)) +
                         ", uniform(low, high), normal(mean, std), constant(v), or a number")
 
     def size(self, value, span: Span) -> int:

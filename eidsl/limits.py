@@ -1,10 +1,10 @@
 """Every bound eidsl puts on the work and memory one input may cost, in one place.
 
 A spec is untrusted text: without these a few lines can ask for hours of CPU or gigabytes of
-memory before anything reports an error. Each limit is far above what a real network needs (the
-shipped specs use at most 7 % of the token limit and 1.1 % of any other: specs/resnet.ei takes 2,055
-steps and 54 nodes) and is named, with its value, in the located error that refuses an input
-over it. docs/reliability.md lists them with their tests.
+memory before anything reports an error. Each limit is far above what a real network needs
+(the shipped specs use at most 7 % of the token limit and 1.1 % of any other one:
+specs/resnet.ei takes 2,055 steps and 54 nodes) and is named, with its value, in the located
+error that refuses an input over it. docs/reliability.md lists them with their tests.
 """
 from __future__ import annotations
 
