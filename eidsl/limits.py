@@ -31,14 +31,14 @@ MAX_INT = 2 ** 64
 
 # Elaboration steps: statements executed plus expression nodes evaluated, over the whole
 # expansion (loops and motif calls included). About 3 µs each on a busy 2-core machine.
-MAX_STEPS = 500_000
+MAX_STEPS = 250_000
 # Items of one list (`range`, `+`, `*`, a literal).
 MAX_LIST = 100_000
 # List items and string characters made over the whole expansion: values kept alive in a
 # loop (`l = l + [range(n)]`) grew ~39 MB per iteration without it.
 MAX_MADE = 2_000_000
 # Nodes of the expanded graph (populations, pools, sums, ...).
-MAX_NODES = 5_000
+MAX_NODES = 2_500
 # Motif calls nested inside each other.
 MAX_DEPTH = 64
 # Dimensions of a network's input (`image([c, h, w])` has 3).

@@ -88,11 +88,11 @@ def test_comparing_long_lists_in_a_loop_is_charged_per_item(tmp_path):
 
 
 def test_many_motif_calls_after_many_nodes_stay_linear(tmp_path):
-    # `_collapse` scanned the whole graph after every call: 3,000 nodes x 60,000 calls.
+    # `_collapse` scanned the whole graph after every call: 2,400 nodes x 40,000 calls.
     text = ("motif grow(x) {\n    exc E = lif(1)\n    x -> E : dense()\n    return E\n}\n"
             "motif same(x) {\n    return x\n}\n"
-            + net("    h = flatten(image([1, 2, 2]))\n    for i in range(3000) {\n        y = grow(h)\n    }\n"
-                  "    for i in range(60000) {\n        z = same(h)\n    }", "T = 2"))
+            + net("    h = flatten(image([1, 2, 2]))\n    for i in range(2400) {\n        y = grow(h)\n    }\n"
+                  "    for i in range(40000) {\n        z = same(h)\n    }", "T = 2"))
     text = text.replace(TAIL, "    return readout(h)\n}\n")
     err = spec_error(tmp_path, text, seconds=20)
     assert "does not reach the readout" in err.message     # the checks ran: expansion finished
