@@ -13,18 +13,7 @@ from compiler.lower import lower
 from compiler.network import Network, initialise
 
 from . import ir
-from .elaborate import Value, elaborate
-from .passes import check
-
-
-def load_graph(spec: str | Path, sets: dict[str, str] | None = None, include=(), network: str | None = None, *,
-               batch: int = 1, memory_limit: float | None = None, **params: Any) -> ir.Graph:
-    """Parse, elaborate and check a spec. `sets` are command-line texts, `params` Python values.
-    A network whose training step at `batch` needs more than `memory_limit` bytes (None: the memory
-    available now, math.inf: no limit) is refused with the estimate."""
-    overrides: dict[str, Any] = dict(sets or {})
-    overrides.update({k: Value(v) for k, v in params.items()})
-    return check(elaborate(spec, overrides, include, network), batch, memory_limit)
+from .frontend import load_graph  # noqa: F401  (part of the API; torch-free for the CLI's check)
 
 
 def build_graph(graph: ir.Graph, seed: int = 0) -> Network:

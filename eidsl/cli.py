@@ -61,7 +61,7 @@ def command(fn: Callable) -> Callable:
 def check(files: List[Path] = typer.Argument(..., help=".ei spec files"), sets: Optional[List[str]] = SetOption,
           include: Optional[List[Path]] = IncludeOption):
     """Parse and check specs: exit 0 when valid, 2 on spec errors."""
-    from .api import load_graph
+    from .frontend import load_graph
     failed = 0
     for f in files:
         try:
@@ -80,7 +80,7 @@ def check(files: List[Path] = typer.Argument(..., help=".ei spec files"), sets: 
 def describe(file: Path, sets: Optional[List[str]] = SetOption, include: Optional[List[Path]] = IncludeOption,
              as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout")):
     """Layers, populations, E:I, fan-in, parameters and output shapes of a network."""
-    from .api import load_graph
+    from .frontend import load_graph
     from .describe import summarize
     summary = summarize(load_graph(file, parse_sets(sets), include or ()))
     if as_json:

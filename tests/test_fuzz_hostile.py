@@ -20,15 +20,15 @@ def test_the_harness_reports_tracebacks_hangs_and_other_exits(tmp_path, monkeypa
     assert H.run_case(case, tmp_path)[0] == "exit0"
     case.files["net.ei"] = b"network n( {"
     assert H.run_case(case, tmp_path)[0] == "exit2"
-    import eidsl.api
-    monkeypatch.setattr(eidsl.api, "load_graph", lambda *a, **k: 1 / 0)
+    import eidsl.frontend
+    monkeypatch.setattr(eidsl.frontend, "load_graph", lambda *a, **k: 1 / 0)
     outcome, _, output = H.run_case(case, tmp_path)
     assert outcome == "traceback" and "ZeroDivisionError" in output
 
     def forever(*args, **kwargs):
         while True:
             pass
-    monkeypatch.setattr(eidsl.api, "load_graph", forever)
+    monkeypatch.setattr(eidsl.frontend, "load_graph", forever)
     assert H.run_case(case, tmp_path, seconds=0.5)[0] == "hang"
 
 
