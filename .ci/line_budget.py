@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # stage -> (folders or files, budget in lines)
 BUDGETS = {
-    "language (eidsl/lang)": (["eidsl/lang"], 2600),
+    "language (eidsl/lang)": (["eidsl/lang"], 2900),
     "graph IR (eidsl/ir.py)": (["eidsl/ir.py"], 400),
     "compiler (compiler/)": (["compiler"], 2600),
     "training (eidsl/train)": (["eidsl/train"], 3400),
@@ -18,7 +18,7 @@ BUDGETS = {
     "tools (eidsl/tools)": (["eidsl/tools"], 1550),
     "command line (eidsl/cli)": (["eidsl/cli"], 1320),
     "face (eidsl/*.py)": (["eidsl/__init__.py", "eidsl/__main__.py", "eidsl/api.py", "eidsl/errors.py",
-                           "eidsl/files.py"], 400),
+                           "eidsl/files.py", "eidsl/limits.py"], 500),
 }
 
 

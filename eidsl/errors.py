@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -17,6 +18,11 @@ _SOURCES: dict[str, str] = {}
 
 def remember_source(path: str, text: str) -> None:
     _SOURCES[path] = text
+    _LINES.pop(path, None)
+
+
+# Each file's lines, split once: errors and size messages quote them per population.
+_LINES: dict[str, list[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -90,11 +96,15 @@ class SpecErrors(EidslError):
     """Several independent errors found in one pass."""
 
     def __init__(self, errors: Iterable[SpecError]):
-        self.errors = list(errors)
+        from eidsl.limits import MAX_ERRORS
+        errors = list(errors)
+        # The rest of thousands of errors (a loop of broken layers) would only bury the first.
+        self.errors, self.more = errors[:MAX_ERRORS], max(len(errors) - MAX_ERRORS, 0)
         super().__init__("; ".join(e.message for e in self.errors))
 
     def render(self) -> str:
-        return "\n".join(e.render() for e in self.errors)
+        more = [f"... and more errors (only the first {len(self.errors)} are shown)"] if self.more else []
+        return "\n".join([*(e.render() for e in self.errors), *more])
 
 
 def source_text(span: Span) -> str | None:
@@ -102,10 +112,21 @@ def source_text(span: Span) -> str | None:
     text = _SOURCES.get(span.file)
     if text is None or span.end_line != span.line or span.end_column <= span.column:
         return None
-    lines = text.splitlines()
+    lines = _LINES.get(span.file)
+    if lines is None:
+        lines = _LINES[span.file] = source_lines(text)
     if not 1 <= span.line <= len(lines):
         return None
     return lines[span.line - 1][span.column - 1: span.end_column - 1]
+
+
+def source_lines(text: str) -> list[str]:
+    """Lines as the parser counts them: ended by '\n' only. `str.splitlines` also breaks at form
+    feeds, U+2028 and other separators, and then quoted the wrong line after one."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines[-1] == "":    # after the last newline: no line, as for splitlines
+        lines.pop()
+    return lines
 
 
 def _quote(span: Span) -> list[str]:
@@ -115,7 +136,7 @@ def _quote(span: Span) -> list[str]:
             text = Path(span.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError, ValueError):
             return []
-    lines = text.splitlines()
+    lines = source_lines(text)
     if not 1 <= span.line <= len(lines):
         return []
     # Tabs count as one column, like any character; unprintable ones are shown as '?'.
@@ -162,10 +183,15 @@ LIBRARY_DIRS: list[Path] = []
 
 
 def in_library(span: Span | None) -> bool:
-    if span is None:
-        return False
+    return span is not None and _in_library(span.file, len(LIBRARY_DIRS))
+
+
+@lru_cache(maxsize=256)
+def _in_library(file: str, _dirs: int) -> bool:
+    """Cached per file (and per length of LIBRARY_DIRS, which only grows): resolving the path
+    for every error of a large graph cost seconds."""
     try:
-        path = Path(span.file).resolve()
+        path = Path(file).resolve()
     except (OSError, ValueError):
         return False
     return any(path.is_relative_to(d) for d in LIBRARY_DIRS)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from eidsl.errors import EidslError
+from eidsl.limits import MAX_SETTINGS_BYTES
 
 
 class SaveError(EidslError, OSError):
@@ -65,3 +66,12 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_text(path: str | Path, limit: int = MAX_SETTINGS_BYTES) -> str:
+    """A small text file, refused (EidslError naming the limit) before reading when it is larger."""
+    path = Path(path)
+    size = path.stat().st_size     # OSError (missing, unreadable) is the caller's to report
+    if size > limit:
+        raise EidslError(f"{path}: {size:,} bytes, more than the {limit:,}-byte limit for this file")
+    return path.read_text(encoding="utf-8")

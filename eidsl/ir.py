@@ -365,18 +365,31 @@ def _creation_index(graph: Graph):
     return lambda name: f"{index[name]:09d}"
 
 
-def node_sign(graph: Graph, name: str) -> str:
+def node_sign(graph: Graph, name: str, memo: dict[str, str] | None = None) -> str:
     """Declared for populations and the input; pools, flattens and sums carry their inputs' sign
-    (when those all agree, else they are sign-free)."""
-    signs, seen, stack = set(), set(), [name]
+    (when those all agree, else they are sign-free). `memo` keeps the signs found between calls:
+    without it, projections from every node of a long chain of pools walked the chain each time."""
+    memo = {} if memo is None else memo
+    stack, opened = [name], set()
     while stack:   # iterative: a chain of thousands of pools must not exhaust the stack
-        node = stack.pop()
-        if node in seen:
+        node = stack[-1]
+        if node in memo:
+            stack.pop()
             continue
-        seen.add(node)
         rec = graph.node(node)
         if isinstance(rec, (Population, Input)):
-            signs.add(rec.sign)
-        else:
-            stack.extend(src for src, _ in graph.in_edges(node))
-    return signs.pop() if len(signs) == 1 else "free"
+            memo[node] = rec.sign
+            stack.pop()
+            continue
+        # Flow edges only point back at nodes made before, so this walk has no cycle; `opened`
+        # makes sure of it all the same.
+        sources = [src for src, _ in graph.in_edges(node)]
+        todo = [src for src in sources if src not in memo and src not in opened]
+        if todo and node not in opened:
+            opened.add(node)
+            stack.extend(todo)
+            continue
+        signs = {memo[src] for src in sources if src in memo}
+        memo[node] = signs.pop() if len(signs) == 1 else "free"
+        stack.pop()
+    return memo[name]

@@ -11,6 +11,7 @@ import typer
 
 from eidsl.cli.app import IncludeOption, SetOption, app, command, err, out, parse_sets
 from eidsl.errors import EidslError
+from eidsl.files import read_text
 
 
 @app.command()
@@ -190,7 +191,6 @@ def _resumed(run: Path, options, source, sets, out_dir, config):
 
 
 def _resumed_settings(run: Path, options, source, sets, out_dir, config):
-    from eidsl import ir
     from eidsl.train.config import resolve
     fixed = [name for name, given in (("a build or spec", source), ("--set", sets), ("--out", out_dir),
                                       ("--config", config)) if given]
@@ -198,11 +198,15 @@ def _resumed_settings(run: Path, options, source, sets, out_dir, config):
               if v is not None and k not in ("device", "tensorboard", "threads", "strict", "download")]
     if fixed:
         raise EidslError(f"--resume continues {run} with its saved settings; drop {', '.join(fixed)}")
+    from eidsl.train.evaluate import recorded_graph
     try:
-        saved = json.loads((run / "config.json").read_text())
-        graph = ir.Graph.loads((run / "graph.json").read_text())
+        saved = json.loads(read_text(run / "config.json"))
+        text = read_text(run / "graph.json")
     except (OSError, ValueError) as exc:
         raise EidslError(f"{run}: not a run folder that can be resumed ({exc})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        raise EidslError(f"{run}/config.json: not a run's settings (no 'train' table)")
+    graph = recorded_graph(text, run / "graph.json", "the run folder")
     changes = {k: v for k, v in options.items() if v is not None}
     cfg = resolve([(f"{run}/config.json", saved["train"]), ("the command line", changes)])
     return graph, cfg, saved
@@ -272,7 +276,7 @@ def _latest_build() -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except (OSError, ValueError) as exc:
         raise EidslError(f"{path}: cannot read the build description ({exc})") from None
 

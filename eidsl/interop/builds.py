@@ -17,6 +17,7 @@ from pathlib import Path
 from eidsl import ir
 from eidsl.errors import HintedError
 from eidsl.files import atomic_write
+from eidsl.files import read_text
 
 FORMAT = "eidsl-build/1"
 COMPILE_HINT = "run `eidsl compile SPEC` first"
@@ -63,8 +64,8 @@ def load_build(path: str | Path) -> BuildInfo:
         if not f.is_file():
             raise BuildError(f"{path} is not a build folder: {f.name} is missing", hint=COMPILE_HINT)
     try:
-        meta = json.loads(spec_file.read_text(encoding="utf-8"))
-        graph = ir.Graph.loads(ir_file.read_text(encoding="utf-8"))
+        meta = json.loads(read_text(spec_file))
+        graph = ir.Graph.loads(read_text(ir_file))
     except (ValueError, KeyError, TypeError) as exc:
         raise BuildError(f"{path}: damaged build ({type(exc).__name__}: {str(exc).splitlines()[0]})",
                          hint=COMPILE_HINT) from None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 from eidsl import ir
 from eidsl.errors import EidslError
+from eidsl.limits import MAX_IMPORT_BYTES, MAX_INFLATE
 
 if TYPE_CHECKING:   # torch and the compiler load when a checkpoint does, not with `import eidsl`
     import torch
@@ -156,6 +158,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises several types for damaged files
             raise ImportError_(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
     else:
+        _check_archive(path)
         data = _torch_load(path)
     if isinstance(data, dict) and "model_state_dict" in data:
         data = data["model_state_dict"]
@@ -163,6 +166,32 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                                              for k, v in data.items()):
         raise ImportError_(f"{path}: no state dict of named tensors found")
     return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def _check_archive(path: Path) -> None:
+    """Size a .pth before torch inflates it: its zip directory says what each member becomes.
+    A 1 MB file of deflated zeros became 1.6 GB in memory before anything could refuse it."""
+    size = path.stat().st_size
+    if size > MAX_IMPORT_BYTES:
+        raise ImportError_(f"{path}: {size:,} bytes, more than the {MAX_IMPORT_BYTES:,}-byte limit for a "
+                           "reference checkpoint")
+    if not zipfile.is_zipfile(path):
+        return      # the legacy format: tensors are stored as they are, no larger than the file
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ImportError_(f"{path}: not a readable checkpoint, damaged or truncated? ({exc})") from None
+    total = sum(m.file_size for m in members)
+    if total > MAX_IMPORT_BYTES:
+        raise ImportError_(f"{path}: its members would inflate to {total:,} bytes, more than the "
+                           f"{MAX_IMPORT_BYTES:,}-byte limit for a reference checkpoint")
+    for m in members:
+        # torch.save stores members uncompressed: a highly compressed one is made to inflate.
+        if m.compress_type != zipfile.ZIP_STORED and m.file_size > MAX_INFLATE * max(m.compress_size, 2**16):
+            raise ImportError_(f"{path}: member {m.filename} would inflate {m.compress_size:,} bytes to "
+                               f"{m.file_size:,}, more than {MAX_INFLATE} times (torch.save does not compress; "
+                               "a compression bomb?)")
 
 
 def _torch_load(path: Path):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, get_args, get_origin
 from eidsl import ir
 from eidsl.errors import SpecError, Span, did_you_mean
 from eidsl.lang import syntax as S
+from eidsl.limits import MAX_INPUT_RANK
 from eidsl.lang.values import (MAX_LIST, REQUIRED, Formula, InitValue, NodeRef, Sym, is_int, is_number, kind_of,
                                show)
 
@@ -360,6 +361,11 @@ def a_kind(kind: str) -> str:
 def _shape(value, span: Span) -> tuple[int, ...]:
     if isinstance(value, list):
         value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    if isinstance(value, list) and len(value) > MAX_INPUT_RANK:
+        # Before showing it: a long list of 20-digit sizes would print for ever (or past Python's
+        # limit on the digits of one integer, once multiplied).
+        raise SpecError(f"an input shape has at most {MAX_INPUT_RANK} dimensions, got {len(value):,}", span,
+                        hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")
     if not isinstance(value, list) or not value or not all(is_int(v) and v > 0 for v in value):
         raise SpecError(f"an input shape is a list of positive whole numbers, got {show(value)}", span,
                         hint="e.g. [1, 28, 28] for MNIST or [3, 32, 32] for CIFAR-10")

@@ -13,6 +13,7 @@ import networkx as nx
 from eidsl import ir
 from eidsl.ir import node_sign, time_order
 from eidsl.errors import EidslError, SpecError, Span, raise_all
+from eidsl.limits import MAX_ERRORS
 
 
 def _span(rec) -> Span | None:
@@ -25,8 +26,9 @@ def check(graph: ir.Graph, batch: int = 1, memory_limit: float | None = None) ->
     order = time_order(graph)
     errors = infer_shapes(graph, order)
     raise_all(errors)
-    raise_all(check_signs(graph) + check_reachability(graph) + check_readout(graph) + check_delays(graph)
-              + check_inhibition(graph))
+    # check_signs marks the sign-constrained weights that check_constrained_inits then reads.
+    raise_all(check_signs(graph) + check_constrained_inits(graph) + check_reachability(graph)
+              + check_readout(graph) + check_delays(graph) + check_inhibition(graph))
     infer_fan_in(graph)
     check_size(graph, batch, memory_limit)
     return graph
@@ -145,11 +147,12 @@ def _fmt(shape) -> str:
 
 def check_signs(graph: ir.Graph) -> list[SpecError]:
     errors = []
+    memo: dict[str, str] = {}
     for src, dst, edge in graph.edges():
         if not isinstance(edge, (ir.Projection, ir.Inhibition)):
             continue
         s, d = graph.node(src), graph.node(dst)
-        s_sign = node_sign(graph, src)
+        s_sign = node_sign(graph, src, memo)
         if not isinstance(d, ir.Population):
             errors.append(SpecError(f"a projection must end on a population, not {_a(d.kind)}", _span(edge)))
             continue
@@ -176,6 +179,49 @@ def _a(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
+def _negative_part(init: ir.Init) -> str | None:
+    """How an init rule starts some values below 0, if it does so by its own numbers. Formulas
+    (text over fan_in, n_E, n_I) are only known when the network is lowered; a parameter declared
+    `param(..., clamp = none)` is never clamped."""
+    if init.clamp == "none":
+        return None
+
+    def below_zero(v) -> bool:
+        return isinstance(v, (int, float)) and v < 0
+
+    def text(v) -> str:
+        return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+    if init.rule == "constant" and below_zero(init.value):
+        return f"the constant {text(init.value)}"
+    if init.rule == "uniform" and below_zero(init.low):
+        return f"uniform({text(init.low)}, {text(init.high)}), whose values below 0"
+    if init.rule == "normal" and below_zero(init.mean):
+        return f"normal({text(init.mean)}, {text(init.std)}), centred below 0,"
+    return None
+
+
+def check_constrained_inits(graph: ir.Graph) -> list[SpecError]:
+    """Sign-constrained weights and gains are clamped to >= 0 after initialisation: a negative
+    init there silently became 0 (a dead layer). Say so instead."""
+    errors = []
+    for src, dst, edge in graph.edges():
+        if isinstance(edge, (ir.Projection, ir.Inhibition)) and edge.nonneg and edge.init is not None:
+            what = _negative_part(edge.init)
+            if what:
+                errors.append(SpecError(f"the weights of '{src}' -> '{dst}' are kept >= 0 (Dale's law), so "
+                                        f"{what} would be clamped to 0", _span(edge),
+                                        hint="give a non-negative init, or make the target `dale = false` for "
+                                             "sign-free weights"))
+    for name, rec in graph.nodes(ir.Population):
+        if rec.gain is not None and rec.sign != "free" and rec.dale:
+            what = _negative_part(rec.gain)
+            if what:
+                errors.append(SpecError(f"the gain of '{name}' is kept >= 0 (Dale's law), so {what} would be "
+                                        "clamped to 0", _span(rec),
+                                        hint="give a non-negative gain, or `dale = false`"))
+    return errors
+
+
 # ---------------------------------------------------------------- reachability
 
 def check_reachability(graph: ir.Graph) -> list[SpecError]:
@@ -187,6 +233,8 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
     reached = nx.descendants(graph.g, inputs[0]) | {inputs[0]}
     feeds_output = nx.ancestors(graph.g, graph.output) | {graph.output}
     for name, rec in graph.nodes():
+        if len(errors) > MAX_ERRORS:   # one per node of a large graph cost seconds to build
+            break
         if name not in reached:
             errors.append(SpecError(f"'{name}' is not reached from the input", _span(rec),
                                     hint="connect it with a projection from an earlier layer"))

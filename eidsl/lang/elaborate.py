@@ -24,9 +24,10 @@ from eidsl.lang.syntax import MAX_INT
 from eidsl.lang.builtins import (FUNCTIONS, GRAPH_BUILTINS, INIT_RULES, NAMED_VALUES, POPULATION_MODELS,
                                  PROJECTION_KINDS, SYMBOLS, Misuse, a_kind, check_field, formula_op, from_python,
                                  grad_factor, resolve_refs)
-from eidsl.lang.values import (COMPARE, MAX_DEPTH, MAX_ERRORS, MAX_LIST, MAX_NODES, MAX_STEPS, MAX_STRING,
-                               REQUIRED, Formula, InitValue, Instance, NodeRef, Quotient, Sym, arith,
-                               is_int, is_node, is_number, kind_of, op_hint, plain, show)
+from eidsl.limits import (MAX_DEPTH, MAX_ERRORS, MAX_LIST, MAX_MADE, MAX_NODES,  # noqa: F401
+                          MAX_SPEC_BYTES, MAX_STEPS, MAX_STRING)
+from eidsl.lang.values import (COMPARE, REQUIRED, Formula, InitValue, Instance, NodeRef, Quotient, Sym, arith,
+                               check_exportable, count_items, is_int, is_node, is_number, kind_of, op_hint, plain, show)
 
 STDLIB = Path(__file__).with_name("stdlib")
 errors.LIBRARY_DIRS.append(STDLIB.resolve())
@@ -145,9 +146,6 @@ def _resolve_import(imp: S.Import, importer: Path, roots: list[Path]) -> Path:
                     hint="looked in " + ", ".join(str(p) for p in dict.fromkeys(searched)))
 
 
-MAX_SPEC_BYTES = 16 * 2**20
-
-
 def _check_spec_file(real: Path, imp: S.Import) -> None:
     """Only regular files of spec size: a FIFO or device would block or never end the read."""
     st = real.stat()
@@ -182,6 +180,9 @@ class Elaborator:
         self.network_params: dict[str, Any] = {}
         self.counters: dict[tuple[str, str], int] = {}
         self.steps = 0
+        self.made = 0                    # list items and string characters made so far
+        self.created: list[str] = []     # graph nodes in the order they were added
+        self.overflow_at: list[Span] | None = None
         self.depth = 0
         self.errors: list[SpecError] = []
         self.renames: dict[str, str] = {}
@@ -198,10 +199,13 @@ class Elaborator:
             raise_all(self.errors)
         except RecursionError:
             # Nesting is bounded piecewise (syntax depth, motif depth); together they can
-            # still outgrow Python's stack, and that must read as a spec error too.
-            raise SpecError("the spec nests too deeply to expand (motif calls inside deep expressions)",
-                            self.calls[-1] if self.calls else net.span,
-                            hint=f"reduce nesting; motifs may nest at most {MAX_DEPTH} deep") from None
+            # still outgrow Python's stack, and that must read as a spec error too, at the
+            # innermost call (recorded on the way out: the stack of calls is unwound by now).
+            calls = self.overflow_at or []
+            err = SpecError("the spec nests too deeply to expand (motif calls inside deep expressions)",
+                            calls[-1] if calls else net.span,
+                            hint=f"reduce nesting; motifs may nest at most {MAX_DEPTH} deep")
+            raise place(err, reversed(calls[:-1])) from None
 
     def _run(self, net: S.Motif, overrides: dict[str, str]) -> ir.Graph:
         params = {}
@@ -227,6 +231,8 @@ class Elaborator:
         if self.errors:
             raise_all(self.errors)
         self.network_params = params
+        for p in net.params:
+            check_exportable(params[p.name], p.span)
         self.graph = ir.Graph(net.name, plain(params), loc=ir.Loc.of(net.span))
         scope = dict(params)
         result_span = net.span
@@ -250,7 +256,8 @@ class Elaborator:
             train = {}
             for setting in self.program.train.settings:
                 try:
-                    train[setting.name] = plain(self.eval(setting.value, dict(params)))
+                    value = check_exportable(self.eval(setting.value, dict(params)), setting.value.span)
+                    train[setting.name] = _check_setting(setting, plain(value))
                 except SpecError as err:
                     self.errors.append(err)
             raise_all(self.errors)
@@ -332,8 +339,24 @@ class Elaborator:
     def _tick(self, span: Span) -> None:
         self.steps += 1
         if self.steps > MAX_STEPS:
-            raise _Fatal(f"the spec expands to more than {MAX_STEPS:,} statements", span,
-                         hint="check loop bounds")
+            raise _Fatal(f"the spec takes more than {MAX_STEPS:,} elaboration steps (statements and "
+                         f"expressions evaluated) to expand", span,
+                         hint="check loop bounds and the size of what each iteration computes")
+
+    def _charge(self, steps: int, span: Span) -> None:
+        self.steps += steps
+        self._tick(span)
+
+    def _make(self, value, span: Span):
+        """Charge a new list, dictionary or string to the budget of values made (MAX_MADE)."""
+        if isinstance(value, (list, dict, str)):
+            if isinstance(value, (list, dict)) and len(value) > MAX_LIST:
+                raise SpecError(f"list would have {len(value):,} items (limit {MAX_LIST:,})", span)
+            self.made += len(value)
+            if self.made > MAX_MADE:
+                raise _Fatal(f"the spec makes more than {MAX_MADE:,} list items and string characters in "
+                             f"total while expanding", span, hint="check loop bounds and what each iteration keeps")
+        return value
 
     def _node_name(self, path: str, name: str) -> str:
         return f"{path}.{name}" if path else name
@@ -349,6 +372,7 @@ class Elaborator:
             raise _Fatal(f"the spec expands to more than {MAX_NODES:,} graph nodes", span,
                          hint="check loop bounds; a network this large would not fit in memory anyway")
         self.graph.add_node(name, record)
+        self.created.append(name)
         return NodeRef(name)
 
     # populations and projections
@@ -444,8 +468,10 @@ class Elaborator:
             return ir.Init(rule="constant", value=float(value))
         if isinstance(value, str) and value in INIT_RULES:
             return ir.Init(rule=value)
-        raise SpecError(f"unknown init rule {value!r}", span,
-                        hint=did_you_mean(str(value), INIT_RULES) or "rules: " + ", ".join(sorted(INIT_RULES)) +
+        shown = repr(value) if isinstance(value, (str, int, float)) else show(value)
+        close = did_you_mean(value, INIT_RULES) if isinstance(value, str) else None
+        raise SpecError(f"unknown init rule {shown}", span,
+                        hint=close or "rules: " + ", ".join(sorted(INIT_RULES)) +
                         ", uniform(low, high), normal(mean, std), constant(v), or a number")
 
     def size(self, value, span: Span) -> int:
@@ -525,7 +551,7 @@ class Elaborator:
             signature, fn = FUNCTIONS[call.func]
             args = self.bind_args(call, signature, scope, path)
             try:
-                return fn(**args)
+                return self._make(fn(**args), call.span)
             except Misuse as exc:
                 raise SpecError(f"{call.func}() {exc}", call.span) from None
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
@@ -565,6 +591,7 @@ class Elaborator:
         inst_path = self._node_name(path, f"{motif.name}_{self.counters[key]}")
         inst = Instance(motif.name, inst_path, dict(args))
         errors_before = len(self.errors)
+        first_node = len(self.created)
         self.depth += 1
         self.calls.append(call.span)
         self.motifs_open.append(motif.name)
@@ -572,6 +599,10 @@ class Elaborator:
             self.exec_block(motif.body, inst.scope, inst_path)
         except _Return as r:
             inst.result = r.value
+        except RecursionError:
+            if self.overflow_at is None:
+                self.overflow_at = list(self.calls)
+            raise
         finally:
             self.depth -= 1
             self.calls.pop()
@@ -579,14 +610,16 @@ class Elaborator:
         if len(self.errors) > errors_before:
             # Its own errors are reported; whatever uses this instance would only echo them.
             raise _Cascade(f"motif '{motif.name}' failed", call.span)
-        self._collapse(inst_path)
+        self._collapse(inst_path, first_node)
         return inst
 
-    def _collapse(self, path: str) -> None:
+    def _collapse(self, path: str, first_node: int) -> None:
         """A motif that only wraps one other (std's `layer` choosing `ei_layer`) adds no name level:
-        `layer_1.ei_layer_1.E` becomes `layer_1.E`."""
+        `layer_1.ei_layer_1.E` becomes `layer_1.E`. Only the nodes this call made are looked at
+        (`created` from `first_node` on, under their current names): scanning the whole graph
+        made N motif calls cost N² (25 minutes for a loop of calls)."""
         prefix = path + "."
-        own = [n for n in self.graph.g if n.startswith(prefix)]
+        own = [n for n in (self.resolve(m) for m in self.created[first_node:]) if n.startswith(prefix)]
         rests = [n[len(prefix):] for n in own]
         children = {r.split(".", 1)[0] for r in rests}
         if len(children) != 1 or not all("." in r for r in rests):
@@ -647,20 +680,28 @@ class Elaborator:
         raise SpecError(f"expected a population or layer, got {kind_of(value)}", span)
 
     def eval(self, expr, scope: dict, path: str = "", bind: str | None = None) -> Any:
+        self._tick(expr.span)
         if isinstance(expr, (S.Num, S.Str, S.Bool)):
             return expr.value
         if isinstance(expr, S.Var):
             return self.lookup(expr.name, scope, expr.span)
         if isinstance(expr, S.ListExpr):
-            return [self.eval(e, scope, path) for e in expr.items]
+            return self._make([self.eval(e, scope, path) for e in expr.items], expr.span)
         if isinstance(expr, S.DictExpr):
-            out = {}
+            out = _Dict()
             for k, v in expr.pairs:
                 key = self.eval(k, scope, path)
                 if not isinstance(key, (int, float, str, bool)):
                     raise SpecError(f"a dictionary key must be a number or string, got {kind_of(key)}", k.span)
+                if is_number(key) or isinstance(key, bool):
+                    kind = "truth" if isinstance(key, bool) else "number"
+                    if out.numeric_keys not in (None, kind):
+                        # Python would merge true with 1; the language keeps truth values apart from numbers.
+                        raise SpecError(f"a dictionary cannot mix true/false keys with number keys ({show(key)} here)",
+                                        k.span, hint="true/false are not the numbers 1 and 0")
+                    out.numeric_keys = kind
                 out[key] = self.eval(v, scope, path)
-            return out
+            return self._make(out, expr.span)
         if isinstance(expr, S.Call):
             return self.call(expr, scope, path, bind)
         if isinstance(expr, S.Attr):
@@ -686,8 +727,11 @@ class Elaborator:
         target = self.eval(expr.target, scope, path)
         key = self.eval(expr.index, scope, path)
         if isinstance(target, dict):
-            if not isinstance(key, (int, float, str)) or key not in target:
-                options = ", ".join(map(show, target))
+            # `{true: a}[1]`: Python finds True under 1; truth values are not numbers here.
+            if not isinstance(key, (int, float, str)) or key not in target or \
+                    (isinstance(key, bool) or is_number(key)) and _numeric_keys(target) != \
+                    ("truth" if isinstance(key, bool) else "number"):
+                options = ", ".join(map(show, list(target)[:12])) + (", ..." if len(target) > 12 else "")
                 what = f"{expr.index.name} = {show(key)}" if isinstance(expr.index, S.Var) else show(key)
                 raise SpecError(f"{what} is not one of {options}", expr.index.span,
                                 hint=f"choose one of {options}")
@@ -717,6 +761,9 @@ class Elaborator:
         if op == "+" and is_node(left) and is_node(right):
             return self.spike_sum([left, right], expr, path)
         if op in ("==", "!="):
+            # Comparing lists walks them: charge the walk, or a loop of `l == l` on long lists
+            # would cost steps times items.
+            self._charge(min(count_items(left), count_items(right)), expr.span)
             same = isinstance(left, bool) == isinstance(right, bool) and left == right
             return same if op == "==" else not same
         if op in ("<", "<=", ">", ">="):
@@ -726,16 +773,18 @@ class Elaborator:
         if isinstance(left, Formula) or isinstance(right, Formula):
             return formula_op(op, left, right, expr)
         if isinstance(left, list) and op == "+" and isinstance(right, list):
-            return self._bounded_list(left + right, expr.span)
+            return self._make(self._bounded_list(left + right, expr.span), expr.span)
         if isinstance(left, list) and op == "*" and is_int(right):
-            if len(left) * max(right, 0) > MAX_LIST:
-                raise SpecError(f"list would have {len(left) * right:,} items (limit {MAX_LIST:,})", expr.span)
-            return left * right
+            # The count is checked on its own too: `[] * 2**63` is empty but Python cannot repeat it.
+            if len(left) * max(right, 0) > MAX_LIST or right > MAX_LIST:
+                raise SpecError(f"list would have {len(left) * right:,} items, or is repeated {right:,} times "
+                                f"(limit {MAX_LIST:,})", expr.span)
+            return self._make(left * right, expr.span)
         if isinstance(left, str) and op == "+" and isinstance(right, str):
             if len(left) + len(right) > MAX_STRING:
                 raise SpecError(f"string would have {len(left) + len(right):,} characters (limit {MAX_STRING:,})",
                                 expr.span)
-            return left + right
+            return self._make(left + right, expr.span)
         if not (is_number(left) and is_number(right)):
             raise SpecError(f"cannot apply '{op}' to {kind_of(left)} and {kind_of(right)}", expr.span,
                             hint=op_hint(op, left, right))
@@ -787,6 +836,32 @@ class Elaborator:
         if isinstance(self.graph.node(name), ir.Readout):
             raise SpecError(f"'{name}' is a readout, which ends the network; nothing can read from it", span,
                             hint="use the population the readout reads")
+
+
+def _check_setting(setting: S.Setting, value):
+    """A train block's setting, validated as `eidsl train` will (config.TrainConfig), so that
+    `epochs = -1` fails `check` at its line rather than `train` later without one."""
+    from eidsl.lang.settings import FIELDS, setting_error
+    if setting.name not in FIELDS:
+        raise SpecError(f"unknown training setting '{setting.name}'", setting.span,
+                        hint=did_you_mean(setting.name, FIELDS) or "settings: " + ", ".join(FIELDS))
+    why = setting_error(setting.name, value)
+    if why is not None:
+        raise SpecError(f"training setting {setting.name} = {show(value)}: {why}", setting.value.span)
+    return value
+
+
+class _Dict(dict):
+    """A dictionary made by a spec, knowing whether its number-like keys are truth values or
+    numbers (never both), so a look-up can tell `true` from 1 in constant time."""
+    numeric_keys: str | None = None
+
+
+def _numeric_keys(d: dict) -> str | None:
+    if isinstance(d, _Dict):
+        return d.numeric_keys
+    kinds = {"truth" if isinstance(k, bool) else "number" for k in d if isinstance(k, (int, float))}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 class _Cascade(SpecError):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,15 +13,13 @@ import lark
 from lark import Lark, Transformer, v_args
 
 from eidsl.lang import syntax as S
-from eidsl.errors import Span, SpecError, did_you_mean, raise_all, remember_source
+from eidsl.errors import Span, SpecError, did_you_mean, raise_all, remember_source, source_lines
+from eidsl.limits import (MAX_ERRORS, MAX_NESTING, MAX_PARSE_DEPTH, MAX_SET_CHARS, MAX_SPEC_BYTES, MAX_STRING,
+                          MAX_TOKENS)
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
-# Nesting is bounded so that no spec, however deep, can exhaust Python's stack:
-# levels of the parse tree, then of the syntax tree (where `a + b + c` nests).
-MAX_PARSE_DEPTH = 150
-MAX_NESTING = 100
-MAX_REPORTED = 20           # independent errors reported from one file, as elaborate.MAX_ERRORS
+MAX_REPORTED = MAX_ERRORS   # independent errors reported from one file
 
 # How each named terminal reads in an error message; anonymous ones ("(", "=") read as themselves.
 _TERMINAL_WORDS = {
@@ -96,6 +96,9 @@ def parse_expr(text: str, where: str = "<--set>"):
     remember_source(where, text)
     if not text.strip():
         raise SpecError("empty value", Span(where, 1, 1), hint="give a value, e.g. --set T=8")
+    if len(text) > MAX_SET_CHARS:
+        raise SpecError(f"a --set value of {len(text):,} characters is longer than the limit of "
+                        f"{MAX_SET_CHARS:,}", Span(where, 1, 1), hint="put long values in the spec")
     try:
         expr = _transform(_parse(text, where, "expr"), where)
         _check_nesting(expr)
@@ -105,7 +108,27 @@ def parse_expr(text: str, where: str = "<--set>"):
     return expr
 
 
+# Roughly the grammar's tokens, for counting them before parsing (a C-speed scan).
+_ROUGH_TOKEN = re.compile(r'"[^"\n]*"|#[^\n]*|[A-Za-z0-9_.]+|\S')
+
+
+def _check_token_count(text: str, path: str) -> None:
+    count = 0
+    for match in _ROUGH_TOKEN.finditer(text):
+        if match.group().startswith("#"):
+            continue
+        count += 1
+        if count > MAX_TOKENS:
+            at = match.start()
+            line = text.count("\n", 0, at) + 1
+            column = at - (text.rfind("\n", 0, at) + 1) + 1
+            raise SpecError(f"the spec has more than {MAX_TOKENS:,} tokens (names, numbers, symbols), the limit "
+                            "for one file", Span(path, line, column),
+                            hint="split it into files that import each other, or use loops and motifs")
+
+
 def _parse(text: str, path: str, start: str) -> lark.Tree:
+    _check_token_count(text, path)
     try:
         tree = _lark().parse(text, start=start)
     except lark.exceptions.UnexpectedInput as exc:
@@ -165,10 +188,32 @@ def _check_nesting(root) -> None:
 
 def parse_file(path: str | Path) -> S.Module:
     path = Path(path)
+    return parse(spec_text(path, read_spec_bytes(path)), str(path))
+
+
+def read_spec_bytes(path: Path) -> bytes:
+    """A spec file's bytes, sized before reading: the read must neither block (a FIFO) nor fill
+    memory (3.5 MB of spec took 46 s and 1.4 GB to parse)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise SpecError("not a regular file", Span(str(path), 1, 1), hint="a spec is a .ei text file")
+            if info.st_size > MAX_SPEC_BYTES:
+                raise SpecError(f"the spec is {info.st_size:,} bytes, more than the limit of {MAX_SPEC_BYTES:,} "
+                                "bytes for one spec file", Span(str(path), 1, 1),
+                                hint="split it into files that import each other")
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
-        raise SpecError(f"cannot read spec: {exc.strerror}", Span(str(path), 1, 1)) from None
+        raise SpecError(f"cannot read spec: {exc.strerror or exc}", Span(str(path), 1, 1)) from None
+    if len(data) > MAX_SPEC_BYTES:   # it grew while being read
+        raise SpecError(f"the spec is more than the limit of {MAX_SPEC_BYTES:,} bytes for one spec file",
+                        Span(str(path), 1, 1))
+    return data
+
+
+def spec_text(path: Path, data: bytes) -> str:
+    """UTF-8 text without NUL bytes, or a located error."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -183,7 +228,7 @@ def parse_file(path: str | Path) -> S.Module:
         remember_source(str(path), text)
         raise SpecError("not a text file: it contains NUL bytes", Span(str(path), line, column),
                         hint="a .ei spec is UTF-8 text")
-    return parse(text, str(path))
+    return text
 
 
 def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, path: str) -> SpecError:
@@ -199,7 +244,7 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, path: str) ->
         return SpecError(f"unexpected character {char!r}", span,
                          hint=allowed if allowed and allowed.count(",") < 5 else None)
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or getattr(exc.token, "type", "") == "$END":
-        last = text.rstrip().splitlines() or [""]
+        last = source_lines(text.rstrip()) or [""]
         span = Span(path, len(last), len(last[-1]) + 1)
         opener = _unclosed(text)
         notes = [(Span(path, *opener[1:]), f"this '{opener[0]}' is not closed")] if opener else []
@@ -210,11 +255,11 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, path: str) ->
     if token.value in words and "NAME" in exc.expected and token.value not in ("not", "and", "or", "in"):
         return SpecError(f"'{token}' is a reserved word and cannot be used here", span,
                          hint=_reserved_hint(token.value) + "; " + (_expected(exc.expected) or ""))
-    before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", text[: token.start_pos or 0])
-    if before and before.group(1) in words and token.type in ("EQUAL", "LPAR", "DOT", "ARROW", "COLON"):
-        word = before.group(1)
-        w_line = text.count("\n", 0, before.start(1)) + 1
-        w_col = before.start(1) - (text.rfind("\n", 0, before.start(1)) + 1) + 1
+    before = _word_before(text, token.start_pos or 0)
+    if before and before[0] in words and token.type in ("EQUAL", "LPAR", "DOT", "ARROW", "COLON"):
+        word, start = before
+        w_line = text.count("\n", 0, start) + 1
+        w_col = start - (text.rfind("\n", 0, start) + 1) + 1
         return SpecError(f"'{word}' is a reserved word and cannot be used as a name",
                          Span(path, w_line, w_col, w_line, w_col + len(word)), hint=_reserved_hint(word))
     notes = []
@@ -227,12 +272,33 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, path: str) ->
         expected_words = [w for w in (terminal_words(n).strip("'") for n in exc.expected) if w in words]
         close = did_you_mean(token.value, expected_words)
         hint = f"{close} ({hint})" if close else hint
-    if before and before.group(1) not in words:
+    if before and before[0] not in words:
         # `fro i in x`, `retrun y`: a misspelt statement keyword reads as a name.
-        close = did_you_mean(before.group(1), ["for", "if", "return", "exc", "inh", "pop", "import"])
+        close = did_you_mean(before[0], ["for", "if", "return", "exc", "inh", "pop", "import"])
         if close:
-            hint = f"{close} '{before.group(1)}' is not a keyword" + (f" ({hint})" if hint else "")
+            hint = f"{close} '{before[0]}' is not a keyword" + (f" ({hint})" if hint else "")
     return SpecError(f"unexpected {token.value!r}", span, hint=hint, notes=notes)
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_LONGEST_KEYWORD = 16
+
+
+def _word_before(text: str, end: int) -> tuple[str, int] | None:
+    """The name (and where it starts) that ends right before `end`, spaces skipped. A scan from
+    the end: a regex search for `name\\s*$` retried at every start, quadratic in a long word
+    (20k characters took 20 s). Only short words can be keywords, so longer ones are not read."""
+    i = end
+    while i > 0 and text[i - 1] in " \t\r\n\f":
+        i -= 1
+    stop = i
+    while i > 0 and text[i - 1] in _NAME_CHARS and stop - i <= _LONGEST_KEYWORD:
+        i -= 1
+    if i == stop or text[i] not in _NAME_CHARS or text[i].isdigit():
+        return None
+    if i > 0 and text[i - 1] in _NAME_CHARS:   # a long word: not a keyword, not a misspelt one
+        return None
+    return text[i:stop], i
 
 
 def _reserved_hint(word: str) -> str:
@@ -447,7 +513,11 @@ class _Build(Transformer):
         return S.Num(value, self._s(meta))
 
     def string(self, meta, c):
-        return S.Str(_unquote(c[0]), self._s(meta))
+        value = _unquote(c[0])
+        if len(value) > MAX_STRING:
+            raise SpecError(f"a string of {len(value):,} characters is longer than the limit of {MAX_STRING:,}",
+                            self._s(meta), hint="strings name things (a family, an op); keep them short")
+        return S.Str(value, self._s(meta))
 
     def true(self, meta, c):
         return S.Bool(True, self._s(meta))

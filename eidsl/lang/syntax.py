@@ -6,10 +6,9 @@ from typing import Union
 
 from eidsl.errors import Span
 
-# Whole numbers beyond this are refused (as literals and as arithmetic results):
-# no size or setting needs more, and unbounded integers would let a loop of
-# squarings eat the machine.
-MAX_INT = 2 ** 64
+# Whole numbers beyond MAX_INT are refused (as literals and as arithmetic results): no size or
+# setting needs more, and unbounded integers would let a loop of squarings eat the machine.
+from eidsl.limits import MAX_INT  # noqa: F401
 
 
 @dataclass(frozen=True)

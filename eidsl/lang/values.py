@@ -11,13 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from eidsl import ir
+from eidsl.errors import SpecError, Span
+from eidsl.limits import MAX_LIST, MAX_STEPS
 
-MAX_NODES = 100_000
-MAX_STEPS = 1_000_000
-MAX_LIST = 1_000_000
-MAX_DEPTH = 64
-MAX_STRING = 10_000
-MAX_ERRORS = 20
 
 class Sym(str):
     """A bare word such as ``ei_balanced``: compares equal to the string of the same text."""
@@ -149,7 +145,32 @@ def kind_of(v) -> str:
     return type(v).__name__
 
 
+def count_items(v, cap: int = MAX_STEPS + 1) -> int:
+    """Values inside lists and dictionaries, nested ones included, counted up to `cap`."""
+    count, stack = 0, [v]
+    while stack and count < cap:
+        x = stack.pop()
+        if isinstance(x, (list, dict)):
+            count += len(x)
+            stack.extend(x.values() if isinstance(x, dict) else x)
+    return count
+
+
+def check_exportable(value, span: Span):
+    """Parameters and settings are written out as JSON: a list holding one long list many times
+    (`[range(100000)] * 100000`, ten billion values once expanded) must be refused first."""
+    if count_items(value, MAX_LIST + 1) > MAX_LIST:
+        raise SpecError(f"this value holds more than {MAX_LIST:,} items in all (nested lists counted each time "
+                        f"they appear)", span, hint="network parameters and training settings are small values")
+    return value
+
+
 def show(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, dict)) and count_items(v, 64) >= 64:
+        # Printing a list that holds a long one many times would write billions of values.
+        return f"a {'list' if isinstance(v, list) else 'dictionary'} of {len(v):,} items"
     return f'"{v}"' if isinstance(v, str) and not isinstance(v, Sym) else str(v)
 
 

@@ -44,10 +44,7 @@ def _lark() -> Lark:
 
 def read_spec(path) -> str:
     """A spec's text; unreadable or non-text files give the located errors `eidsl check` gives."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read spec: {exc.strerror}", Span(str(path), 1, 1)) from None
+    data = P.read_spec_bytes(path)     # sized before reading, as for `eidsl check`
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -157,8 +157,16 @@ def load(path: str | Path, with_state: bool = True) -> Checkpoint:
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
     verified = _verify(path, metadata, tensors, with_state)
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATE)}
-    state = _join(json.loads(metadata["state"]), tensors) if with_state and "state" in metadata else None
-    return Checkpoint(weights, state, json.loads(metadata.get("meta", "{}")), verified)
+    try:
+        # The metadata is text anyone can edit: bad JSON, a list as a dictionary key, a reference
+        # to a tensor that is not there all used to escape as internal errors.
+        state = _join(json.loads(metadata["state"]), tensors) if with_state and "state" in metadata else None
+        meta = json.loads(metadata.get("meta", "{}"))
+        if not isinstance(meta, dict) or not (state is None or isinstance(state, dict)):
+            raise ValueError("the metadata is not a JSON object")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata ({type(exc).__name__}: {exc})") from None
+    return Checkpoint(weights, state, meta, verified)
 
 
 def header(path: str | Path) -> dict[str, Any]:

@@ -117,11 +117,7 @@ def load_network(target: str | Path, best: bool = False, device: str = "cpu"):
     c = ckpt.load(path, with_state=False)
     if "graph" not in c.meta:
         raise ckpt.CheckpointError(f"{path}: the checkpoint does not describe its network")
-    try:
-        graph = ir.Graph.from_json(c.meta["graph"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ckpt.CheckpointError(f"{path}: the network described in the checkpoint is unreadable ({exc})") from None
-    net = build_graph(graph)
+    net = build_graph(recorded_graph(c.meta["graph"], path, "the checkpoint"))
     ckpt.load_weights(net, c.weights, path)
     notes = [] if c.verified else [f"{path} was written before checkpoints carried a checksum: its weights are "
                                     "finite, but whether they are the ones trained cannot be checked"]
@@ -130,6 +126,25 @@ def load_network(target: str | Path, best: bool = False, device: str = "cpu"):
                      f"{c.meta.get('epoch')}'s best weights are read from {path.name} (`eidsl train --resume` "
                      "rewrites best.safetensors)")
     return net.to(device), {**c.meta, "notes": notes}
+
+
+def recorded_graph(data: Any, path: str | Path, where: str) -> ir.Graph:
+    """A network recorded in a file (a checkpoint's metadata, a run's graph.json), checked again
+    like a spec's before anything is allocated: the file may have been edited or crafted (a
+    30-million-neuron layer took 7.7 GB before this), and the size check needs the memory now."""
+    from eidsl.lang.checks import check
+    try:
+        graph = ir.Graph.from_json(data) if isinstance(data, dict) else ir.Graph.loads(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ckpt.CheckpointError(f"{path}: the network described in {where} is unreadable ({exc})") from None
+    try:
+        return check(graph)
+    except EidslError as exc:
+        raise ckpt.CheckpointError(f"{path}: the network described in {where} cannot be built: "
+                                   f"{' '.join(str(exc).split())}") from None
+    except Exception as exc:   # a crafted graph can break the passes' assumptions (no output, ...)
+        raise ckpt.CheckpointError(f"{path}: the network described in {where} is inconsistent "
+                                   f"({type(exc).__name__}: {exc})") from None
 
 
 def evaluate_checkpoint(target: str | Path, *, data: str | None = None, data_dir: str | Path | None = None,

@@ -260,13 +260,26 @@ class Trainer:
         if c.state is None:
             raise ckpt.CheckpointError(f"{path}: holds weights only, no training state to resume from")
         s = c.state
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.scheduler.load_state_dict(s["scheduler"])
-        ckpt.restore_rng(s["rng"], self.data_generator)
-        self.epoch, self.batch, self.best, self.last = s["epoch"], s["batch"], s["best"], s["last"]
-        self.meter.load_state_dict(s["meter"])
-        self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
-        self.warned = set(s.get("warned", []))
+        try:
+            # Checked before use: the training loop would fail on a crafted value much later.
+            for key in ("epoch", "batch"):
+                if isinstance(s[key], bool) or not isinstance(s[key], int) or not 0 <= s[key] < 2**62:
+                    raise ValueError(f"'{key}' is {s[key]!r}, not a count")
+            if not isinstance(s["best"], dict) or not (s["last"] is None or isinstance(s["last"], dict)) or \
+                    isinstance(s["best"]["accuracy"], bool) or not isinstance(s["best"]["accuracy"], (int, float)):
+                raise ValueError("'best' and 'last' are not records of an epoch")
+            if not isinstance(s["needs_init"], bool):
+                raise ValueError(f"'needs_init' is {s['needs_init']!r}, not true or false")
+            self.optimizer.load_state_dict(s["optimizer"])
+            self.scheduler.load_state_dict(s["scheduler"])
+            ckpt.restore_rng(s["rng"], self.data_generator)
+            self.epoch, self.batch, self.best, self.last = s["epoch"], s["batch"], s["best"], s["last"]
+            self.meter.load_state_dict(s["meter"])
+            self.epoch_seconds, self.needs_init = s["epoch_seconds"], s["needs_init"]
+            self.warned = set(s.get("warned", []))
+        except Exception as exc:
+            raise ckpt.CheckpointError(f"{path}: damaged training state, cannot resume from it "
+                                       f"({type(exc).__name__}: {exc})") from None
         if self.world.main:
             metrics.truncate(self.run / "metrics.jsonl", self.epoch)
             self.circuit.truncate(self.epoch * self.iters_per_epoch + self.batch)
