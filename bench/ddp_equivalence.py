@@ -1,5 +1,5 @@
 """How close N-process training (torchrun, DDP, gloo on CPU) stays to one process on the same
-global batches: the numbers behind tests/test_distributed.py, printed instead of asserted.
+global batches: the numbers behind tests/train/test_distributed.py, printed instead of asserted.
 
     python3 bench/ddp_equivalence.py [--nproc 2] [--k 3]
 

@@ -3,7 +3,7 @@
 Plain autograd records every intermediate of the circuit and of each LIF time
 step, and replays one kernel per recorded op in the backward pass. These
 Functions compute the same values (the straightforward formulas live in
-tests/test_fused.py as the reference) in fewer passes over memory, and save only
+tests/compiler/test_fused.py as the reference) in fewer passes over memory, and save only
 what their backward needs:
 
     LIF             saves the membrane before the spike, h (one tensor over T)

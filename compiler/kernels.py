@@ -10,7 +10,7 @@ rank, dtype and device, with dynamic sizes, so every layer of a network shares t
 
 The hand-written Functions of fused.py call them when `active()`; otherwise (no C
 compiler, `EIDSL_KERNELS=eager`, `use_kernels(False)`) they run their own in-place eager
-code. Values agree with it to float rounding (tests/test_kernels.py).
+code. Values agree with it to float rounding (tests/compiler/test_kernels.py).
 """
 from __future__ import annotations
 

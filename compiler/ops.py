@@ -21,7 +21,7 @@ from eidsl_compiler import kernels
 
 # The hand-derived Functions of fused.py run in eager mode; under torch.compile (and with
 # use_fused(False), which the benchmark uses for before/after numbers) the plain formulas below
-# are used, which the compiler fuses itself. Both give the same values (tests/test_fused.py).
+# are used, which the compiler fuses itself. Both give the same values (tests/compiler/test_fused.py).
 _FUSED = True
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 # The compiled kernels compile once per shape rank, dtype and LIF setting and machine: minutes on
-# two cores, for values equal to the eager path's (tests/test_kernels.py checks them, with the
+# two cores, for values equal to the eager path's (tests/compiler/test_kernels.py checks them, with the
 # kernels switched on there). Every other test, and the CLI subprocesses it starts, takes the eager
 # path; `EIDSL_KERNELS=compiled pytest` runs the whole suite on the kernels instead.
 os.environ.setdefault("EIDSL_KERNELS", "eager")

@@ -1,4 +1,4 @@
-"""One training process of tests/test_distributed.py, run alone or under torchrun.
+"""One training process of tests/train/test_distributed.py, run alone or under torchrun.
 
     python ddp_worker.py OUT K STOP_EPOCH STOP_BATCH
 

@@ -8,6 +8,7 @@ the interpreter in ``network.py``, so logits and gradients agree bit for bit.
 """
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import re
 from pathlib import Path
@@ -298,8 +299,8 @@ def _integrate(g: _Gen, step: Step, ins):
 
 
 def _mode(m) -> str:
-    return (f"Inhibitor(subtractive={m.subtractive}, divisive={m.divisive}, stabilize={m.stabilize!r}, "
-            f"epsilon={m.epsilon!r}, ste={m.ste})")
+    # Every field, whatever an inhibition kind adds to plan.Inhibitor, as a keyword argument.
+    return "Inhibitor(" + ", ".join(f"{f.name}={getattr(m, f.name)!r}" for f in dataclasses.fields(m)) + ")"
 
 
 def _circuit_lif(g: _Gen, circuit: Step, lif: Step, ins):

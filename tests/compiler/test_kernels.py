@@ -14,7 +14,7 @@ from eidsl_compiler import kernels
 from eidsl_compiler import ops
 from eidsl_compiler.plan import fusible_circuits
 
-SPECS = Path(__file__).resolve().parents[1] / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 NEURON = dict(T=2, tau=2.0, theta=1.0, reset="soft", v_reset=0.0, detach_reset=True, surrogate="sigmoid", alpha=4.0)
 
 
