@@ -1,4 +1,5 @@
-"""PNG figures of a run: learning curves, firing rates per layer, current and weight histograms."""
+"""PNG figures of a run: learning curves, firing rates per layer (E and I), current and weight
+histograms, and a spike raster of a few neurons per spiking population."""
 from __future__ import annotations
 
 import json
@@ -29,7 +30,10 @@ def write_plots(run: str | Path, out: str | Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [curves(records, out / "curves.png"),
              firing_rates(records, out / "firing_rates.png", _populations(run))]
-    paths += histograms(run / "hist", out)
+    paths += histograms(run / "hist", out, _thresholds(run))
+    raster_path = raster(run, out / "raster.png")
+    if raster_path is not None:
+        paths.append(raster_path)
     from eidsl.train.circuit_log import read_log
     circuit = read_log(run)
     if circuit:   # the circuit monitor's log (docs/analysis.md)
@@ -125,9 +129,27 @@ def read_histograms(folder: Path) -> dict[int, dict[str, dict[str, tuple[np.ndar
     return found
 
 
-def histograms(folder: Path, out: Path) -> list[Path]:
-    """One figure per layer: a panel per quantity, one line per recorded epoch."""
+# What each histogram's values are, for the axis label (currents and weights carry no physical unit).
+UNITS = {"I_EE": "excitatory current I_EE (a.u.)", "I_sub": "subtractive inhibition I_sub (a.u.)",
+         "I_div": "divisor I_div (a.u.)", "I_int": "integrated current I_int (a.u.)", "W_EE": "weight W_EE",
+         "W_IE": "weight W_IE", "W_EI": "weight W_EI", "g_I": "interneuron gain g_I"}
+
+
+def _thresholds(run: Path) -> dict[str, float]:
+    """Each LIF population's theta, from the run's graph.json (for the marker on I_int)."""
+    try:
+        graph = json.loads((run / "graph.json").read_text())
+        return {n["id"]: float(n["theta"]) for n in graph["nodes"] if n.get("model") == "lif"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def histograms(folder: Path, out: Path, thresholds: dict[str, float] | None = None) -> list[Path]:
+    """One figure per layer: a panel per quantity, one line per recorded epoch; on a LIF layer's
+    I_int, a marker at theta (the current that makes a neuron at rest fire in one step)."""
+    thresholds = thresholds or {}
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     by_epoch = read_histograms(folder)
     if not by_epoch:
         return []
@@ -147,13 +169,64 @@ def histograms(folder: Path, out: Path) -> list[Path]:
                     density = counts / max(counts.sum(), 1) / np.diff(edges)
                     ax.stairs(density, edges, color=colour, label=f"epoch {epoch}")
             ax.set_title(quantity)
+            ax.set(xlabel=UNITS.get(quantity, quantity), ylabel="density")
             ax.set_yscale("log" if quantity.startswith(("W", "g")) else "linear")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            if quantity == "I_int" and layer in thresholds:
+                ax.axvline(thresholds[layer], color="black", linestyle=":", linewidth=1)
+                ax.annotate(f"θ = {thresholds[layer]:g}", (thresholds[layer], 0.95), xycoords=("data", "axes fraction"),
+                            ha="left", va="top", fontsize="small")
         for ax in list(axes.flat)[len(present):]:
             ax.axis("off")
         axes.flat[0].legend(fontsize="x-small")
         fig.suptitle(f"{layer}: currents and weights over training")
         paths.append(_save(fig, out / f"hist_{_file_name(layer)}.png"))
     return paths
+
+
+RASTER_NEURONS = 20   # shown per spiking population
+
+
+def raster(run: Path, path: Path) -> Path | None:
+    """Spikes of the first RASTER_NEURONS neurons of every spiking population (E red, I blue) over
+    the T steps of one test sample, from the run's last checkpoint. None, with a note on stderr,
+    when the run has no checkpoint or its data is not on this machine."""
+    import sys
+    import torch
+    from eidsl.train import checkpoint as ckpt
+    from eidsl.train.config import resolve
+    from eidsl.train.evaluate import load_data, load_network
+    from eidsl.train.monitor import populations
+    try:
+        net, meta = load_network(run)
+        cfg = resolve([("the checkpoint", {"data": meta.get("data"), "data_dir": meta.get("data_dir")})])
+        _, test, _ = load_data(net.graph, cfg, trained=True)
+    except (EidslError, ckpt.CheckpointError, OSError) as exc:
+        print(f"note: no spike raster ({' '.join(str(exc).split())})", file=sys.stderr)
+        return None
+    x = test[0][0].unsqueeze(0)
+    net.eval()
+    with torch.no_grad():
+        env = net.run(x, keep=True)
+    spiking = [p for p in populations(net) if p.spiking]
+    if not spiking:
+        return None
+    plt = _pyplot()
+    T = net.T
+    fig, axes = plt.subplots(len(spiking), 1, figsize=(7, 1.2 + 1.9 * len(spiking)), squeeze=False, sharex=True)
+    for ax, pop in zip(axes.flat, spiking):
+        s = env[pop.name].reshape(T, 1, -1)[:, 0, :RASTER_NEURONS]   # (T, neurons) of the one sample
+        steps, neurons = torch.nonzero(s > 0, as_tuple=True)
+        colour = "tab:blue" if pop.sign == "inh" else "tab:red"
+        ax.scatter(steps.numpy() + 1, neurons.numpy(), marker="|", s=90, linewidths=2, color=colour)
+        ax.set_ylim(-0.5, min(RASTER_NEURONS, s.shape[1]) - 0.5)
+        ax.set_ylabel("neuron", fontsize="small")
+        ax.set_title(f"{pop.name} ({'I' if pop.sign == 'inh' else 'E'}), first {s.shape[1]} neurons", fontsize="small")
+    axes.flat[-1].set_xlabel("time step t")
+    axes.flat[-1].set_xlim(0.5, T + 0.5)
+    axes.flat[-1].set_xticks(range(1, T + 1))
+    fig.suptitle(f"spike raster of one test sample, epoch {meta.get('epoch')}")
+    return _save(fig, path)
 
 
 def _file_name(layer: str) -> str:

@@ -472,9 +472,31 @@ def test_plot_writes_pngs(full_run, tmp_path):
     assert code == 0, output
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["balance_over_training.png", "curves.png", "firing_rates.png", "hist_classifier_1.O.png",
-                     "hist_layer_1.E.png"]
+                     "hist_layer_1.E.png", "raster.png"]
     for p in tmp_path.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_raster_shows_the_spikes_of_the_runs_network(full_run, tmp_path, monkeypatch):
+    """The raster's points are exactly the spikes of the first neurons of the last checkpoint's
+    network on the first test sample, and I_int's histogram marks theta."""
+    from eidsl.tools import plot
+    from eidsl.train.evaluate import load_network
+    run, _ = full_run
+    drawn = []
+    real = plot._save
+    monkeypatch.setattr(plot, "_save", lambda fig, path: drawn.append(fig) or real(fig, path))
+    assert plot.raster(run, tmp_path / "r.png") == tmp_path / "r.png"
+    (ax,) = drawn[0].axes
+    points = ax.collections[0].get_offsets()
+    net, meta = load_network(run)
+    from eidsl.train.config import resolve
+    from eidsl.train.evaluate import load_data
+    _, test, _ = load_data(net.graph, resolve([("c", {"data": meta["data"]})]), trained=True)
+    with torch.no_grad():
+        spikes = net.eval().run(test[0][0].unsqueeze(0), keep=True)["layer_1.E"][:, :plot.RASTER_NEURONS]
+    assert len(points) == int(spikes.sum()) > 0
+    assert plot._thresholds(run) == {"layer_1.E": 1.0}
 
 
 # ---------------------------------------------------------------- what to train
