@@ -15,7 +15,7 @@ BUDGETS = {
     "training (eidsl/train)": (["eidsl/train"], 3400),
     "data (eidsl/data)": (["eidsl/data"], 850),
     "interop (eidsl/interop)": (["eidsl/interop"], 3050),
-    "tools (eidsl/tools)": (["eidsl/tools"], 1550),
+    "tools (eidsl/tools)": (["eidsl/tools"], 1650),
     "command line (eidsl/cli)": (["eidsl/cli"], 1320),
     "face (eidsl/*.py)": (["eidsl/__init__.py", "eidsl/__main__.py", "eidsl/api.py", "eidsl/errors.py",
                            "eidsl/files.py", "eidsl/limits.py"], 500),
