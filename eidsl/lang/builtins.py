@@ -14,6 +14,7 @@ entry here plus, where it computes something new, its IR field and its lowering 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, get_args, get_origin
 
 from eidsl import ir
@@ -74,6 +75,22 @@ PROJECTION_KINDS: dict[str, dict[str, dict[str, Any]]] = {
         "inhibit": {"sub": True, "div": True, "shared": True, "init": 0.0, "stabilize": "min_positive",
                     "epsilon": 1e-8, "ste": True, "grad_scale": True, "delay": 0},
     },
+}
+
+
+@dataclass(frozen=True)
+class KindRecord:
+    """How a projection kind's arguments become its IR record: the record type, the arguments
+    whose IR field has another name, and the fields the kind itself fixes."""
+    record: type
+    renames: dict[str, str] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+KIND_RECORDS: dict[str, KindRecord] = {
+    "dense": KindRecord(ir.Projection, fixed={"op": "dense"}),
+    "conv": KindRecord(ir.Projection, {"k": "kernel", "pad": "padding"}, {"op": "conv"}),
+    "inhibit": KindRecord(ir.Inhibition, {"sub": "subtractive", "div": "divisive"}),
 }
 
 

@@ -21,9 +21,9 @@ from eidsl import errors
 from eidsl.errors import SpecError, Span, did_you_mean, place, raise_all
 from eidsl.lang.parser import parse_expr, parse_file
 from eidsl.lang.syntax import MAX_INT
-from eidsl.lang.builtins import (FUNCTIONS, GRAPH_BUILTINS, INIT_RULES, NAMED_VALUES, POPULATION_MODELS,
-                                 PROJECTION_KINDS, SYMBOLS, Misuse, a_kind, check_field, formula_op, from_python,
-                                 grad_factor, resolve_refs)
+from eidsl.lang.builtins import (FUNCTIONS, GRAPH_BUILTINS, INIT_RULES, KIND_RECORDS, NAMED_VALUES,
+                                 POPULATION_MODELS, PROJECTION_KINDS, SYMBOLS, Misuse, a_kind, check_field,
+                                 formula_op, from_python, grad_factor, resolve_refs)
 from eidsl.limits import (MAX_DEPTH, MAX_ERRORS, MAX_LIST, MAX_MADE, MAX_NODES,  # noqa: F401
                           MAX_SPEC_BYTES, MAX_STEPS, MAX_STRING)
 from eidsl.lang.values import (COMPARE, REQUIRED, Formula, InitValue, Instance, NodeRef, Quotient, Sym, arith,
@@ -415,25 +415,19 @@ class Elaborator:
         call = stmt.call
         kinds = PROJECTION_KINDS["->" if stmt.arrow == "->" else "-|"]
         if call.func not in kinds:
-            other = "inhibit(...)" if stmt.arrow == "-|" else "dense(...) or conv(...)"
             raise SpecError(f"'{call.func}' cannot follow '{stmt.arrow}'", call.func_span,
-                            hint=f"'{stmt.arrow}' takes {other}")
+                            hint=f"'{stmt.arrow}' takes " + " or ".join(f"{k}(...)" for k in kinds))
         spans: dict[str, Span] = {}
         args = self.bind_args(call, kinds[call.func], scope, path, spans=spans)
-        if call.func == "inhibit":
-            fields = {"subtractive": args.pop("sub"), "divisive": args.pop("div"), **args}
+        kind = KIND_RECORDS[call.func]
+        fields = {kind.renames.get(name, name): value for name, value in args.items()}
+        for arg, name in kind.renames.items():
+            spans[name] = spans.get(arg, call.span)
+        fields.update(kind.fixed)
+        if "grad_scale" in fields:
             fields["grad_scale"] = grad_factor(fields["grad_scale"], spans.get("grad_scale", call.span))
-            spans["subtractive"], spans["divisive"] = spans.get("sub", call.span), spans.get("div", call.span)
-            fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
-            cls = ir.Inhibition
-        else:
-            fields = {"op": call.func, **args}
-            if call.func == "conv":
-                fields["kernel"] = fields.pop("k")
-                fields["padding"] = fields.pop("pad")
-                spans["kernel"], spans["padding"] = spans.get("k", call.span), spans.get("pad", call.span)
-            fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
-            cls = ir.Projection
+        fields["init"] = self.init_rule(fields["init"], spans.get("init", call.span))
+        cls = kind.record
         record = self.record(cls, fields, spans, call.span, stmt.span)
         if isinstance(record, ir.Inhibition) and not (record.subtractive or record.divisive):
             raise SpecError("this inhibition is neither subtractive nor divisive, so it does nothing", call.span,
