@@ -74,6 +74,7 @@ PROJECTION_KINDS: dict[str, dict[str, dict[str, Any]]] = {
     "-|": {
         "inhibit": {"sub": True, "div": True, "shared": True, "init": 0.0, "stabilize": "min_positive",
                     "epsilon": 1e-8, "ste": True, "grad_scale": True, "delay": 0},
+        "shunt": {"sigma": 1.0, "init": 0.0, "grad_scale": True, "delay": 0},
     },
 }
 
@@ -91,6 +92,10 @@ KIND_RECORDS: dict[str, KindRecord] = {
     "dense": KindRecord(ir.Projection, fixed={"op": "dense"}),
     "conv": KindRecord(ir.Projection, {"k": "kernel", "pad": "padding"}, {"op": "conv"}),
     "inhibit": KindRecord(ir.Inhibition, {"sub": "subtractive", "div": "divisive"}),
+    # Divisive normalisation with a semi-saturation constant (Carandini & Heeger 2012): the divisor
+    # sigma + W_EI (g_I s_I) never reaches 0, so it needs no stabiliser of its own.
+    "shunt": KindRecord(ir.Inhibition, {"sigma": "epsilon"},
+                        {"subtractive": False, "divisive": True, "stabilize": "epsilon"}),
 }
 
 
@@ -457,6 +462,8 @@ WORDS: dict[str, str] = {
     # projection kinds
     "dense": "x -> P: a full weight matrix W (n_P x fan-in) applied at every time step; W_EE or W_IE in an E-I layer",
     "conv": "x -> P: a k x k convolution with stride and padding, no bias unless bias = true",
+    "shunt": "I -| E: shunting inhibition, I_int = g_E I_EE / (sigma + W_EI (g_I s_I)) + b_E: divisive "
+             "normalisation with the semi-saturation constant sigma (> 0)",
     "inhibit": "I -| E: W_EI s_I subtracted (sub) and/or W_EI (g_I s_I) dividing (div) the excitatory current; "
                "I_int = g_E (I_EE - I_sub) / stabilise(I_div) + b_E",
     # init rules
