@@ -51,11 +51,17 @@ def one_process(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("two")
-    # --standalone: a rendezvous on a free port, so concurrent test runs do not collide.
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           str(ROOT / "tests" / "ddp_worker.py"), str(out), str(K), *map(str, STOP)],
-                          cwd=out, env=_env(), capture_output=True, text=True, timeout=600)
+    # Open defect (the xfail below): a gloo worker can abort at exit after it finished
+    # ('terminate called without an active exception'). That abort alone is retried once, in a
+    # fresh folder; any other failure fails the fixture at once.
+    for attempt in range(2):
+        out = tmp_path_factory.mktemp("two")
+        # --standalone: a rendezvous on a free port, so concurrent test runs do not collide.
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                               str(ROOT / "tests" / "ddp_worker.py"), str(out), str(K), *map(str, STOP)],
+                              cwd=out, env=_env(), capture_output=True, text=True, timeout=600)
+        if done.returncode == 0 or "terminate called without an active exception" not in done.stderr:
+            break
     assert done.returncode == 0, done.stdout + done.stderr
     return out, done.stdout
 
