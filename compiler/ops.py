@@ -89,33 +89,30 @@ def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
-            op: str, stride: int = 1, padding: int = 0, levels: int = 0) -> list[torch.Tensor]:
+            op: str, stride: int = 1, padding: int = 0, binary: bool = False) -> list[torch.Tensor]:
     """E->E and E->I (and any other projections sharing a source): a conv with the concatenated
     weight, then split, or one conv per weight where the weights outweigh the output
     (`fused.convs_apart`); matmuls one per weight (the same values, without copying the weights).
 
-    `levels` = n > 0: x holds only multiples of 1/n in [0, 1] with n a power of two (spikes: n = 1;
-    their 2x2 average: 4; plan.spike_levels), so the backward keeps it as the bytes n x and gets it back
-    as bytes / n, exactly: the same values in a quarter of the memory (one byte an entry, not four)."""
-    if levels and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        with torch.autograd.graph.saved_tensors_hooks(*_as_bytes(x, levels)):
+    `binary`: x holds only 0 and 1 (spikes), so what the backward keeps of it is kept as bool and
+    turned back into x's dtype when the weight gradient needs it: the same values, a quarter of the
+    memory (one byte an entry instead of four) for the longest-lived tensor of every layer."""
+    if binary and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        with torch.autograd.graph.saved_tensors_hooks(*_as_bool(x)):
             return _project(x, weights, biases, op, stride, padding)
     return _project(x, weights, biases, op, stride, padding)
 
 
-def _as_bytes(x: torch.Tensor, n: int):
-    """Saved-tensor hooks that store x (and only x) as the uint8 n x (exact: n is a power of two)."""
+def _as_bool(x: torch.Tensor):
+    """Saved-tensor hooks that store x (and only x) as bool."""
     def pack(t):
         if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape and t.stride() == x.stride()
                       and t.dtype == x.dtype):
-            return (t.mul(n).to(torch.uint8) if n > 1 else t.to(torch.uint8), t.dtype)
+            return (t.bool(), t.dtype)
         return t
 
     def unpack(saved):
-        if not isinstance(saved, tuple):
-            return saved
-        t = saved[0].to(saved[1])
-        return t.div_(n) if n > 1 else t
+        return saved[0].to(saved[1]) if isinstance(saved, tuple) else saved
     return pack, unpack
 
 

@@ -197,19 +197,12 @@ def static_input(plan: Plan) -> dict[str, bool]:
     return static
 
 
-def spike_levels(plan: Plan) -> dict[str, int]:
-    """Top-level tensors holding only multiples of 1/n in [0, 1], with their n: LIF spikes (n = 1),
-    their max-pooling and flattening (the same n) and their k x k average pooling (n k^2 where that is
-    a power of two at most 256, so m / n is exact in any float format). A projection reading one keeps
-    it for its weight gradient as one byte an entry (ops.project), a quarter of the float copy."""
-    levels: dict[str, int] = {}
+def binary_tensors(plan: Plan) -> set[str]:
+    """Top-level tensors that hold only 0 and 1: LIF spikes, and their max-pooling and flattening.
+    A projection reading one keeps it for its weight gradient as bool (ops.project), a quarter of
+    the float copy; the backward gets the same values back."""
+    binary: set[str] = set()
     for step in plan.steps:
-        if step.op == "lif":
-            levels[step.outs[0]] = 1
-        elif step.op in ("maxpool", "flatten") and step.ins[0] in levels:
-            levels[step.outs[0]] = levels[step.ins[0]]
-        elif step.op == "avgpool" and step.ins[0] in levels and step.attrs.kernel == step.attrs.stride:
-            n = levels[step.ins[0]] * step.attrs.kernel ** 2
-            if n <= 256 and n & (n - 1) == 0:
-                levels[step.outs[0]] = n
-    return levels
+        if step.op == "lif" or (step.op in ("maxpool", "flatten") and step.ins[0] in binary):
+            binary.add(step.outs[0])
+    return binary

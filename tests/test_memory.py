@@ -30,26 +30,12 @@ def test_spikes_kept_as_bool_give_the_same_gradients_in_less_memory(spec, sets, 
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 10, (shape[0],), generator=torch.Generator().manual_seed(1))
     eidsl.ei_init(net, x)
-    assert net.saved_as_bytes                      # the hidden layers read spikes
-    spikes = sum(v.numel() * 4 for k, v in net.run(x, keep=True).items() if k in net.saved_as_bytes
+    assert net.binary_inputs                      # the hidden layers read spikes
+    spikes = sum(v.numel() * 4 for k, v in net.run(x, keep=True).items() if k in net.binary_inputs
                  and any(s.op == "project" and s.ins[0] == k for s in net.plan.steps))
     grads, kept = _step(net, x, y)
-    net.saved_as_bytes = {}
+    net.binary_inputs = frozenset()
     float_grads, float_kept = _step(net, x, y)
     assert grads.keys() == float_grads.keys()
     assert all(torch.equal(grads[k], float_grads[k]) for k in grads)     # bool <-> float is exact
     assert float_kept - kept >= spikes            # the float spikes are no longer kept
-
-
-def test_spike_levels_only_where_exact():
-    """Spikes, their max pool and flattening: 0 or 1; a 2x2 average: quarters, exact as bytes / 4;
-    a 3x3 average (ninths) is not exactly bytes / 9 in floats, and stays float."""
-    from eidsl_compiler.plan import Plan, Pool, Step, spike_levels
-
-    def plan(kernel):
-        steps = [Step("lif", ("s",), ("i",), "s"), Step("avgpool", ("p",), ("s",), "p", Pool(kernel, kernel)),
-                 Step("maxpool", ("m",), ("s",), "m", Pool(2, 2)), Step("flatten", ("f",), ("p",), "f"),
-                 Step("avgpool", ("q",), ("p",), "q", Pool(2, 2))]
-        return Plan("p", 4, None, steps, [], [], "f")
-    assert spike_levels(plan(2)) == {"s": 1, "p": 4, "m": 1, "f": 4, "q": 16}
-    assert spike_levels(plan(3)) == {"s": 1, "m": 1}
