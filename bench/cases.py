@@ -38,7 +38,6 @@ CASES = {
 
 # Models of one case: "ei" (eager), "ei_plain" (eager with the plain autograd formulas, i.e. eidsl
 # before issue 5), "ei_unhoisted" (eager, the first projection computed T times: before issue 22),
-# "ei_float_spikes" (eager, spikes kept as float for the weight gradients: before issue 22),
 # "ei_compiled", "bn" (BN-SNN of the same shape, fused LIF), "floor".
 KINDS = ("ei", "ei_plain", "ei_compiled", "bn", "floor")
 
@@ -63,14 +62,11 @@ def batch_for(case: Case, setup: Setup, seed: int = 0) -> tuple[torch.Tensor, to
 def build(case: Case, kind: str, setup: Setup, x: torch.Tensor) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """A ready-to-train model of `kind` and its optimiser; E-I models get E-I Init on `x`."""
     family = "bn" if kind == "bn" else "ei"
-    float_spikes = kind == "ei_float_spikes"
-    kind = "ei" if kind in ("ei_plain", "ei_unhoisted", "ei_float_spikes") else kind
+    kind = "ei" if kind in ("ei_plain", "ei_unhoisted") else kind
     net = eidsl.build(SPECS / case.spec, family=family, T=setup.T, classes=case.classes,
                       input=list(case.input), **case.params)
     if family == "ei":
         eidsl.ei_init(net, x.cpu())
-    if float_spikes:
-        net.binary_inputs = frozenset()     # spikes kept as float for the weight gradients (before issue 22)
     if kind == "floor":
         net = Floor(net)
     net = net.to(setup.device)

@@ -15,7 +15,7 @@ from eidsl import ir
 from eidsl.errors import EidslError
 
 from eidsl_compiler import dale, ops
-from eidsl_compiler.plan import Plan, Step, binary_tensors, fusible_circuits, standard_circuit, static_input, walk
+from eidsl_compiler.plan import Plan, Step, fusible_circuits, standard_circuit, static_input, walk
 
 # Steps that compute a population's output from its integrated current.
 POPULATION_OPS = ("lif", "lif_step", "relu", "identity")
@@ -79,8 +79,6 @@ class Network(nn.Module):
             scope.add_module(name, bn)
         self.fused_lif = fusible_circuits(plan)
         self.static_input = static_input(plan)
-        self.binary_inputs = binary_tensors(plan)
-        self._binary_now = self.binary_inputs
         populations: dict[str, Scope] = {}
         for step in walk(plan.steps):
             if step.op in POPULATION_OPS:
@@ -138,9 +136,6 @@ class Network(nn.Module):
         if not torch.compiler.is_compiling():
             dale.watch(self)
         hooked = {name: scope for name, scope in self._population_scopes.items() if scope._forward_hooks}
-        if not torch.compiler.is_compiling():   # (compiled, ops.project keeps what the compiler picks)
-            # A hook may replace spikes with anything: then no input is known to be binary.
-            self._binary_now = frozenset() if hooked else self.binary_inputs
         env = {"input": x}
         # Without `keep`, a tensor leaves env after its last reader, so intermediates the
         # backward does not need (conv outputs, integrated currents) die during the forward.
@@ -231,8 +226,7 @@ def _run_project(net: Network, step: Step, ins, step_T: int = 0):
     if step_T:   # ins[0] is the static image itself, (B, ...)
         return ops.project_static(ins[0], step_T, weights, biases, step.attrs.op, step.attrs.stride,
                                   step.attrs.padding)
-    return ops.project(ins[0], weights, biases, step.attrs.op, step.attrs.stride, step.attrs.padding,
-                       binary=step.ins[0] in net._binary_now)
+    return ops.project(ins[0], weights, biases, step.attrs.op, step.attrs.stride, step.attrs.padding)
 
 
 def _run_integrate(net: Network, step: Step, ins):

@@ -89,34 +89,10 @@ def readout_mean(x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
-            op: str, stride: int = 1, padding: int = 0, binary: bool = False) -> list[torch.Tensor]:
+            op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
     """E->E and E->I (and any other projections sharing a source): a conv with the concatenated
     weight, then split, or one conv per weight where the weights outweigh the output
-    (`fused.convs_apart`); matmuls one per weight (the same values, without copying the weights).
-
-    `binary`: x holds only 0 and 1 (spikes), so what the backward keeps of it is kept as bool and
-    turned back into x's dtype when the weight gradient needs it: the same values, a quarter of the
-    memory (one byte an entry instead of four) for the longest-lived tensor of every layer."""
-    if binary and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        with torch.autograd.graph.saved_tensors_hooks(*_as_bool(x)):
-            return _project(x, weights, biases, op, stride, padding)
-    return _project(x, weights, biases, op, stride, padding)
-
-
-def _as_bool(x: torch.Tensor):
-    """Saved-tensor hooks that store x (and only x) as bool."""
-    def pack(t):
-        if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape and t.stride() == x.stride()
-                      and t.dtype == x.dtype):
-            return (t.bool(), t.dtype)
-        return t
-
-    def unpack(saved):
-        return saved[0].to(saved[1]) if isinstance(saved, tuple) else saved
-    return pack, unpack
-
-
-def _project(x, weights, biases, op, stride, padding):
+    (`fused.convs_apart`); matmuls one per weight (the same values, without copying the weights)."""
     if len(weights) > 1 and all(b is None for b in biases) and _fast():
         return list(fused.Project.apply(x, op != "dense", stride, padding, *weights))
     if op == "dense":

@@ -195,14 +195,3 @@ def static_input(plan: Plan) -> dict[str, bool]:
     if not any(s.op == "project" and s.ins[0] in static for s in plan.steps):
         return {}
     return static
-
-
-def binary_tensors(plan: Plan) -> set[str]:
-    """Top-level tensors that hold only 0 and 1: LIF spikes, and their max-pooling and flattening.
-    A projection reading one keeps it for its weight gradient as bool (ops.project), a quarter of
-    the float copy; the backward gets the same values back."""
-    binary: set[str] = set()
-    for step in plan.steps:
-        if step.op == "lif" or (step.op in ("maxpool", "flatten") and step.ins[0] in binary):
-            binary.add(step.outs[0])
-    return binary

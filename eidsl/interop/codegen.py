@@ -16,7 +16,7 @@ from eidsl import ir
 from eidsl.ir import node_sign
 
 from eidsl_compiler.lower import python_name
-from eidsl_compiler.plan import Plan, Step, binary_tensors, fusible_circuits, static_input
+from eidsl_compiler.plan import Plan, Step, fusible_circuits, static_input
 
 RESERVED = {"self", "x", "T", "t", "batch", "torch", "nn", "ops", "Scope"}
 
@@ -105,7 +105,6 @@ class _Gen:
         self.layer: str | None = None
         self.static = static_input(plan)   # hoisted as Network.run hoists it
         self.raw: dict[str, str] = {}      # static tensor -> the variable holding it before the repeat
-        self.binary = binary_tensors(plan)  # spikes: kept as bool for the weight gradient
 
     # ------------------------------------------------------------ helpers
 
@@ -277,8 +276,7 @@ def _project(g: _Gen, step: Step, ins):
     geometry = f", stride={a.stride}, padding={a.padding}" if a.op == "conv" else ""
     roles = " and ".join(g.specs[p].role for p in step.params.weights)
     what = f"{roles} in one {a.op} product" if len(outs) > 1 else roles
-    binary = ", binary=True" if step.ins[0] in g.binary else ""
-    call = f"ops.project({ins[0]}, [{weights}], [{biases}], {a.op!r}{geometry}{binary})"
+    call = f"ops.project({ins[0]}, [{weights}], [{biases}], {a.op!r}{geometry})"
     if step.ins[0] in g.raw and not g.suffix:
         call = f"ops.project_static({g.raw[step.ins[0]]}, T, [{weights}], [{biases}], {a.op!r}{geometry})"
     if len(outs) == 1:
