@@ -37,7 +37,8 @@ CASES = {
 }
 
 # Models of one case: "ei" (eager), "ei_plain" (eager with the plain autograd formulas, i.e. eidsl
-# before issue 5), "ei_compiled", "bn" (BN-SNN of the same shape, fused LIF), "floor".
+# before issue 5), "ei_unhoisted" (eager, the first projection computed T times: before issue 22),
+# "ei_compiled", "bn" (BN-SNN of the same shape, fused LIF), "floor".
 KINDS = ("ei", "ei_plain", "ei_compiled", "bn", "floor")
 
 
@@ -61,7 +62,7 @@ def batch_for(case: Case, setup: Setup, seed: int = 0) -> tuple[torch.Tensor, to
 def build(case: Case, kind: str, setup: Setup, x: torch.Tensor) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """A ready-to-train model of `kind` and its optimiser; E-I models get E-I Init on `x`."""
     family = "bn" if kind == "bn" else "ei"
-    kind = "ei" if kind == "ei_plain" else kind
+    kind = "ei" if kind in ("ei_plain", "ei_unhoisted") else kind
     net = eidsl.build(SPECS / case.spec, family=family, T=setup.T, classes=case.classes,
                       input=list(case.input), **case.params)
     if family == "ei":
@@ -88,13 +89,13 @@ def autocast(setup: Setup):
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               setup: Setup, plain: bool = False) -> Callable[[], None]:
+               setup: Setup, plain: bool = False, hoist: bool = True) -> Callable[[], None]:
     if setup.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if setup.device.startswith("cuda") else (lambda: None)
 
     def step() -> None:
-        with ops.use_fused(not plain):
+        with ops.use_fused(not plain), ops.hoist_static(hoist):
             opt.zero_grad(set_to_none=True)
             with autocast(setup):
                 loss = F.cross_entropy(model(x).float(), y)

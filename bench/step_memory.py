@@ -36,7 +36,7 @@ def measure(case_key: str, kind: str, device: str, T: int, amp: str | None, chan
     case = CASES[case_key]
     x, y = batch_for(case, setup)
     model, opt = build(case, kind, setup, x)
-    step = train_step(model, opt, x, y, setup, plain=kind == "ei_plain")
+    step = train_step(model, opt, x, y, setup, plain=kind == "ei_plain", hoist=kind != "ei_unhoisted")
     step()                                   # optimiser state and allocator warm
     opt.zero_grad(set_to_none=True)
     gc.collect()

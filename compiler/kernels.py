@@ -41,6 +41,27 @@ def use_kernels(enabled: bool):
         _ACTIVE = previous
 
 
+# Said once per process before the first kernel compiles with nothing in the cache (the trainer prints
+# "compiling kernels (once)…"), so a cold start is not a silent, frozen progress bar.
+_NOTICE = None
+
+
+def on_cold_compile(notice) -> None:
+    """Call `notice()` (once) before the first kernel that this machine's cache does not hold yet."""
+    global _NOTICE
+    _NOTICE = notice
+
+
+def _marker(body, signature) -> str:
+    """A file beside inductor's cache saying that `body` was compiled for `signature`: inductor's own
+    cache keys are not public, and clearing its folder clears these too."""
+    import hashlib
+
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    key = hashlib.sha256(repr((torch.__version__, body.__qualname__, signature)).encode()).hexdigest()[:24]
+    return os.path.join(cache_dir(), "eidsl-kernels", key)
+
+
 def _compile_failures() -> tuple[type[BaseException], ...]:
     from torch._dynamo.exc import BackendCompilerFailed
     from torch._inductor.exc import CppCompileError, InductorError
@@ -76,7 +97,7 @@ def kernel(body):
 
     @functools.wraps(body)
     def run(*args):
-        global _ACTIVE
+        global _ACTIVE, _NOTICE
         nonlocal compiled
         if _get_current_dispatch_mode() is not None:
             return body(*args)          # dynamo refuses to run under a user's dispatch mode (FlopCounterMode, ...)
@@ -103,6 +124,10 @@ def kernel(body):
         # tiny tensors (a test, a small layer) ran every later layer on one thread: VGG-8's layer-1
         # circuit backward took 10.8 ms instead of 5.3 with two threads. This way every loop nest
         # gets a parallel region and OpenMP sizes it at run time.
+        marker = _marker(body, signature)
+        if _NOTICE is not None and not os.path.exists(marker):
+            notice, _NOTICE = _NOTICE, None
+            notice()
         with torch.fx.experimental._config.patch(use_duck_shape=False), \
                 torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096), \
                 torch._inductor.config.patch({"cpp.dynamic_threads": True}), \
@@ -115,6 +140,9 @@ def kernel(body):
                               "using the eager path (set EIDSL_KERNELS=eager to skip the attempt)",
                               RuntimeWarning, stacklevel=2)
                 return body(*args)
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            open(marker, "a").close()
         served.add(signature)
         return out
     run.body = body

@@ -15,7 +15,7 @@ from eidsl import ir
 from eidsl.errors import EidslError
 
 from eidsl_compiler import dale, ops
-from eidsl_compiler.plan import Plan, Step, fusible_circuits, standard_circuit, walk
+from eidsl_compiler.plan import Plan, Step, fusible_circuits, standard_circuit, static_input, walk
 
 # Steps that compute a population's output from its integrated current.
 POPULATION_OPS = ("lif", "lif_step", "relu", "identity")
@@ -78,6 +78,7 @@ class Network(nn.Module):
             bn = nn.BatchNorm2d(spec.shape[0]) if self._spatial(spec.node) else nn.BatchNorm1d(spec.shape[0])
             scope.add_module(name, bn)
         self.fused_lif = fusible_circuits(plan)
+        self.static_input = static_input(plan)
         populations: dict[str, Scope] = {}
         for step in walk(plan.steps):
             if step.op in POPULATION_OPS:
@@ -143,12 +144,24 @@ class Network(nn.Module):
         fuse = self.fused_lif if hook is None and not keep else set()
         if hooked:
             fuse = {i for i in fuse if self.plan.steps[i + 1].node not in hooked}
+        # A static image's projections run once per sample (ops.project_static); `raw` holds the image
+        # (and its flattening) before the repeat. E-I Init (hook) and `keep` see the plain plan, so the
+        # statistics E-I Init measures are those of the T copies, as before.
+        static = self.static_input if hook is None and not keep else {}
+        raw: dict[str, torch.Tensor] = {}
         steps, i = self.plan.steps, 0
         while i < len(steps):
             step = steps[i]
             if hook is not None:
                 hook(step, env)
-            if step.op == "loop" and (keep or any(m in hooked for m in step.outs)):
+            if step.op in ("repeat_static", "flatten") and step.outs[0] in static:
+                out = step.outs[0]
+                raw[out] = x if step.op == "repeat_static" else ops.flatten(raw[step.ins[0]])
+                if static[out]:
+                    env[out] = ops.repeat_static(raw[out], self.T)
+            elif step.op == "project" and step.ins[0] in raw:
+                env.update(zip(step.outs, _run_project(self, step, [raw[step.ins[0]]], step_T=self.T)))
+            elif step.op == "loop" and (keep or any(m in hooked for m in step.outs)):
                 env.update(run_loop(self, step, [env[n] for n in step.ins], keep=True))
                 for member in step.outs:
                     if member in hooked and _call_hooks(hooked[member], env, f"{member}:I_int", member) is not None:
@@ -207,9 +220,12 @@ def _param(net: Network, path):
     return None if path is None else net.value(path)
 
 
-def _run_project(net: Network, step: Step, ins):
+def _run_project(net: Network, step: Step, ins, step_T: int = 0):
     weights = [net.value(p) for p in step.params.weights]
     biases = [_param(net, p) for p in step.params.biases]
+    if step_T:   # ins[0] is the static image itself, (B, ...)
+        return ops.project_static(ins[0], step_T, weights, biases, step.attrs.op, step.attrs.stride,
+                                  step.attrs.padding)
     return ops.project(ins[0], weights, biases, step.attrs.op, step.attrs.stride, step.attrs.padding)
 
 

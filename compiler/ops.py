@@ -38,6 +38,20 @@ def use_fused(enabled: bool):
 def _fast() -> bool:
     return _FUSED and not torch.compiler.is_compiling()
 
+
+# Static-input hoisting (project_static); off only to measure or test against the T-fold product.
+_HOIST = True
+
+
+@contextlib.contextmanager
+def hoist_static(enabled: bool):
+    global _HOIST
+    previous, _HOIST = _HOIST, enabled
+    try:
+        yield
+    finally:
+        _HOIST = previous
+
 # ---------------------------------------------------------------- time encoding
 
 
@@ -93,6 +107,18 @@ def project(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Ten
     if len(weights) == 1:
         return [out]
     return list(out.split([w.shape[0] for w in weights], dim=1))
+
+
+def project_static(x: torch.Tensor, T: int, weights: list[torch.Tensor], biases: list[torch.Tensor | None],
+                   op: str, stride: int = 1, padding: int = 0) -> list[torch.Tensor]:
+    """project(repeat_static(x, T), ...) for a static image x (B, ...): the product is computed once
+    per sample and its outputs repeated over T. The repeat's backward sums the output gradients over T,
+    so the weight gradient is one product of that sum with x, not T products with T copies of x, and
+    only x (not its T copies) is kept for it. Forward values are those of the T-fold product
+    (tests/test_hoist.py); the weight gradient differs only in summation order."""
+    if not _HOIST:
+        return project(repeat_static(x, T), weights, biases, op, stride, padding)
+    return [repeat_static(out, T) for out in project(x, weights, biases, op, stride, padding)]
 
 
 _channels = fused.channels

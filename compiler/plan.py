@@ -179,3 +179,19 @@ def fusible_circuits(plan: Plan) -> set[int]:
                 and len(step.ins) == step.attrs.n_exc + 1 and standard_circuit(step)):
             found.add(i)
     return found
+
+
+def static_input(plan: Plan) -> dict[str, bool]:
+    """Direct encoding's tensors that hold one static image per sample repeated over T: the repeated
+    input and its flattenings (top level), each mapped to whether it must exist as (T*B, ...) because
+    something other than a projection or a flatten reads it (a loop, a pool, the output). Their
+    projections run on the image once per sample (ops.project_static); empty when none reads them."""
+    static: dict[str, bool] = {}
+    for step in plan.steps:
+        if step.op == "repeat_static" or (step.op == "flatten" and step.ins[0] in static):
+            static[step.outs[0]] = step.outs[0] == plan.output
+        elif any(name in static for name in step.ins) and step.op != "project":
+            static.update({name: True for name in step.ins if name in static})
+    if not any(s.op == "project" and s.ins[0] in static for s in plan.steps):
+        return {}
+    return static

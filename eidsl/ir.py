@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from eidsl.errors import Span, SpecError
+
+if TYPE_CHECKING:
+    import networkx as nx
+# networkx is imported where a graph is made, not here: importing it costs ~0.2 s, half of
+# `import eidsl` (tests/test_startup.py).
 
 Sign = Literal["exc", "inh", "free"]
 Shape = tuple[int, ...]
@@ -250,7 +254,8 @@ class Graph:
         self.train = dict(train or {})
         self.output = output
         self.loc = loc
-        self.g = nx.DiGraph()
+        import networkx
+        self.g = networkx.DiGraph()
 
     # building
     def add_node(self, name: str, record) -> None:
@@ -339,6 +344,7 @@ class Graph:
 
 def instantaneous(graph: Graph) -> nx.DiGraph:
     """The graph without edges that carry a time delay: what one time step computes."""
+    import networkx as nx
     g = nx.DiGraph()
     g.add_nodes_from(graph.g.nodes)
     for src, dst, rec in graph.edges():
@@ -348,6 +354,7 @@ def instantaneous(graph: Graph) -> nx.DiGraph:
 
 
 def time_order(graph: Graph) -> list[str]:
+    import networkx as nx
     g = instantaneous(graph)
     try:
         return list(nx.lexicographical_topological_sort(g, key=_creation_index(graph)))

@@ -17,7 +17,7 @@ from eidsl import ir
 from eidsl.ir import node_sign
 
 from eidsl_compiler.lower import python_name
-from eidsl_compiler.plan import Plan, Step, fusible_circuits
+from eidsl_compiler.plan import Plan, Step, fusible_circuits, static_input
 
 RESERVED = {"self", "x", "T", "t", "batch", "torch", "nn", "ops", "Scope"}
 
@@ -104,6 +104,8 @@ class _Gen:
         self.indent = 2
         self.suffix = ""          # "_t" inside a loop's body
         self.layer: str | None = None
+        self.static = static_input(plan)   # hoisted as Network.run hoists it
+        self.raw: dict[str, str] = {}      # static tensor -> the variable holding it before the repeat
 
     # ------------------------------------------------------------ helpers
 
@@ -235,8 +237,31 @@ def _walk(steps):
 
 
 def _repeat_static(g: _Gen, step: Step, ins):
-    g.line(f"x = ops.repeat_static({ins[0]}, T)  # a static image at every step: (B, ...) -> (T*B, ...)")
-    g.out(step, "x")
+    out = step.outs[0]
+    if out not in g.static:
+        g.line(f"x = ops.repeat_static({ins[0]}, T)  # a static image at every step: (B, ...) -> (T*B, ...)")
+        g.out(step, "x")
+        return
+    g.line("# a static image at every step: its projections run once per sample (ops.project_static)")
+    g.raw[out] = ins[0]
+    _materialise(g, step)
+
+
+def _static_flatten(g: _Gen, step: Step, ins):
+    if step.ins[0] not in g.raw or g.suffix:
+        return _simple("flatten")(g, step, ins)
+    name = g.names.fresh(python_name(step.node))
+    g.line(f"{name} = ops.flatten({g.raw[step.ins[0]]})  # one image per sample")
+    g.raw[step.outs[0]] = name
+    _materialise(g, step)
+
+
+def _materialise(g: _Gen, step: Step):
+    """The (T*B, ...) repeat of a static tensor, where something other than a projection reads it."""
+    if g.static[step.outs[0]]:
+        name = g.names.fresh("x_steps")
+        g.line(f"{name} = ops.repeat_static({g.raw[step.outs[0]]}, T)  # (B, ...) -> (T*B, ...)")
+        g.out(step, name)
 
 
 def _fold_events(g: _Gen, step: Step, ins):
@@ -253,6 +278,8 @@ def _project(g: _Gen, step: Step, ins):
     roles = " and ".join(g.specs[p].role for p in step.params.weights)
     what = f"{roles} in one {a.op} product" if len(outs) > 1 else roles
     call = f"ops.project({ins[0]}, [{weights}], [{biases}], {a.op!r}{geometry})"
+    if step.ins[0] in g.raw and not g.suffix:
+        call = f"ops.project_static({g.raw[step.ins[0]]}, T, [{weights}], [{biases}], {a.op!r}{geometry})"
     if len(outs) == 1:
         g.line(f"{outs[0]} = {call}[0]  # {what}")
     else:
@@ -453,7 +480,7 @@ EMITTERS = {
     "avgpool": _simple("avgpool", extra=", {kernel}, {stride}"),
     "maxpool": _simple("maxpool", extra=", {kernel}, {stride}"),
     "global_avgpool": _simple("global_avgpool"),
-    "flatten": _simple("flatten"),
+    "flatten": _static_flatten,
     "spike_sum": _simple("spike_sum", comment="spike-sum residual"),
     "readout_mean": _simple("readout_mean", "logits", extra=", T", comment="mean over the T steps"),
     "loop": _loop,

@@ -8,8 +8,6 @@ from __future__ import annotations
 import math
 import os
 
-import networkx as nx
-
 from eidsl import ir
 from eidsl.ir import node_sign, time_order
 from eidsl.errors import EidslError, SpecError, Span, raise_all
@@ -230,6 +228,7 @@ def check_reachability(graph: ir.Graph) -> list[SpecError]:
     if not inputs:
         return [SpecError("the network has no input", _span(graph) if graph.loc else None,
                           hint="start with `x = image([1, 28, 28])`")]
+    import networkx as nx   # at use: see eidsl/ir.py
     reached = nx.descendants(graph.g, inputs[0]) | {inputs[0]}
     feeds_output = nx.ancestors(graph.g, graph.output) | {graph.output}
     for name, rec in graph.nodes():

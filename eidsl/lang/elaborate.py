@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import stat
 
-import networkx as nx
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -619,6 +618,7 @@ class Elaborator:
         if len(children) != 1 or not all("." in r for r in rests):
             return
         mapping = {n: prefix + r.split(".", 1)[1] for n, r in zip(own, rests)}
+        import networkx as nx   # at use: see eidsl/ir.py
         nx.relabel_nodes(self.graph.g, mapping, copy=False)
         self.renames.update(mapping)
 

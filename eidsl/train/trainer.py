@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from eidsl_compiler import kernels
 from eidsl_compiler.allocator import keep_freed_memory
 
 from eidsl.files import atomic_write
@@ -123,6 +124,8 @@ class Trainer:
         warn = warn or (lambda line: log(line))
         self.warn = warn if self.world.main else _silent
         self.show_progress = progress and self.world.main
+        # The first batch waits for the layer kernels when this machine has not compiled them yet: say so.
+        kernels.on_cold_compile(lambda: self.log("compiling kernels (once)…"))
         self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
         # Checked now, opened at the first record: a run refused later (a bad resume) leaves no event file.
         self._writer_class = self._tensorboard() if cfg.tensorboard and self.world.main else None
