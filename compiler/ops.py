@@ -19,38 +19,32 @@ import torch.nn.functional as F
 from eidsl_compiler import fused
 from eidsl_compiler import kernels
 
+class _Switch:
+    """A module-wide on/off setting, changed for the length of a `with` block."""
+
+    def __init__(self, on: bool = True):
+        self.on = on
+
+    @contextlib.contextmanager
+    def __call__(self, enabled: bool):
+        previous, self.on = self.on, enabled
+        try:
+            yield
+        finally:
+            self.on = previous
+
+
 # The hand-derived Functions of fused.py run in eager mode; under torch.compile (and with
 # use_fused(False), which the benchmark uses for before/after numbers) the plain formulas below
 # are used, which the compiler fuses itself. Both give the same values (tests/compiler/test_fused.py).
-_FUSED = True
-
-
-@contextlib.contextmanager
-def use_fused(enabled: bool):
-    global _FUSED
-    previous, _FUSED = _FUSED, enabled
-    try:
-        yield
-    finally:
-        _FUSED = previous
+use_fused = _Switch()
+# Static-input hoisting (project_static); off only to measure or test against the T-fold product.
+hoist_static = _Switch()
 
 
 def _fast() -> bool:
-    return _FUSED and not torch.compiler.is_compiling()
+    return use_fused.on and not torch.compiler.is_compiling()
 
-
-# Static-input hoisting (project_static); off only to measure or test against the T-fold product.
-_HOIST = True
-
-
-@contextlib.contextmanager
-def hoist_static(enabled: bool):
-    global _HOIST
-    previous, _HOIST = _HOIST, enabled
-    try:
-        yield
-    finally:
-        _HOIST = previous
 
 # ---------------------------------------------------------------- time encoding
 
@@ -116,7 +110,7 @@ def project_static(x: torch.Tensor, T: int, weights: list[torch.Tensor], biases:
     so the weight gradient is one product of that sum with x, not T products with T copies of x, and
     only x (not its T copies) is kept for it. Forward values are those of the T-fold product
     (tests/test_hoist.py); the weight gradient differs only in summation order."""
-    if not _HOIST:
+    if not hoist_static.on:
         return project(repeat_static(x, T), weights, biases, op, stride, padding)
     return [repeat_static(out, T) for out in project(x, weights, biases, op, stride, padding)]
 
@@ -203,7 +197,7 @@ def ei_circuit_lif(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_
     neuron = (T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
     if _fast():
         return fused.CircuitLIF.apply(I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron)
-    if _FUSED and not torch.is_autocast_enabled(I_EE.device.type):
+    if use_fused.on and not torch.is_autocast_enabled(I_EE.device.type):
         # Compiling: one opaque op running the same kernels (under autocast, the plain formulas).
         return fused.circuit_lif_op(I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron)[0]
     return lif(ei_circuit(I_EE, s_I, W_EI, g_I, g_E, b_E), T, tau, theta, reset, v_reset, detach_reset,
