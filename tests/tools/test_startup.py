@@ -35,14 +35,14 @@ def test_cold_kernel_cache_is_announced_once(tmp_path, monkeypatch):
 
 
 def test_digits_load_without_sklearn_import_and_equal_sklearns():
-    code = ("import sys; from eidsl.data.datasets import _digits_arrays; x, y = _digits_arrays();"
+    code = ("import sys; from eidsl.data.packaged import _digits_arrays; x, y = _digits_arrays();"
             "print(x.shape, y.shape, 'sklearn' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["(1797,", "8,", "8)", "(1797,)", "False"], done.stdout
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from eidsl.data.datasets import _digits_arrays
+    from eidsl.data.packaged import _digits_arrays
     x, y = _digits_arrays()
     ref = load_digits()
     assert np.array_equal(x, ref.images) and np.array_equal(y, ref.target)
