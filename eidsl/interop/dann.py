@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from eidsl import ir
-from eidsl.interop.deepeisnn import ImportError_
+from eidsl.interop.deepeisnn import ImportError_, check_fit, copy_all
 
 if TYPE_CHECKING:   # torch and the compiler load when a checkpoint does, not with `import eidsl`
     import torch
@@ -64,7 +64,6 @@ def model_layers(net: Network) -> list[dict[str, str]]:
 def import_dann(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, str]:
     """Copy a reference DANN state dict (linclab/ltlwdp keys) into the eidsl network `model` (or a
     wrapper of one); returns {reference key: eidsl parameter path}."""
-    import torch
     from eidsl.api import unwrap
     net = unwrap(model)
     ref, ours = reference_layers(state), model_layers(net)
@@ -81,17 +80,7 @@ def import_dann(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[
             if name == "alpha" and net.param_specs[path].transform != "exp":
                 raise ImportError_(f"'{key}' is log g_I, but '{path}' is stored directly",
                                    ) from None
-            source, target = state[key], net.tensor(path)
-            if source.numel() != target.numel() or (role.startswith("W") and source.shape[0] != target.shape[0]):
-                raise ImportError_(f"'{key}' {tuple(source.shape)} does not fit '{path}' {tuple(target.shape)}")
+            check_fit(key, state[key], path, net.tensor(path), role)
             mapping[key] = path
-    unfilled = [p for p in net.param_specs if p not in set(mapping.values())]
-    if unfilled:
-        raise ImportError_(f"the checkpoint has nothing for '{unfilled[0]}'" +
-                           (f" and {len(unfilled) - 1} more" if len(unfilled) > 1 else "") +
-                           "; the spec is not a DANN network of the checkpoint's layout")
-    with torch.no_grad():
-        for key, path in mapping.items():
-            target = net.tensor(path)
-            target.copy_(state[key].reshape(target.shape))
+    copy_all(net, state, mapping, "a DANN network")
     return mapping

@@ -105,7 +105,6 @@ def model_layers(net: Network) -> list[dict[str, str]]:
 def import_deepeisnn(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, str]:
     """Copy a reference state dict into the eidsl network `model` (or a wrapper of one); returns the
     key mapping (reference -> eidsl)."""
-    import torch
     from eidsl.api import unwrap
     net = unwrap(model)
     ref, ours = reference_layers(state), model_layers(net)
@@ -122,26 +121,36 @@ def import_deepeisnn(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
             if key is None:
                 raise ImportError_(f"reference layer {index} has no {role}")
             target = net.tensor(path)
-            source = state[key]
-            if source.numel() != target.numel() or (role.startswith("W") and source.shape[0] != target.shape[0]):
-                raise ImportError_(f"'{key}' {tuple(source.shape)} does not fit '{path}' {tuple(target.shape)}")
+            check_fit(key, state[key], path, target, role)
             mapping[key] = path
-    # Tensors of the spec that no reference tensor fills would keep their fresh values: refuse.
-    unfilled = [p for p in net.param_specs if p not in set(mapping.values())]
-    if unfilled:
-        raise ImportError_(f"the checkpoint has nothing for '{unfilled[0]}' "
-                           f"{tuple(net.tensor(unfilled[0]).shape)}" +
-                           (f" and {len(unfilled) - 1} more" if len(unfilled) > 1 else "") +
-                           "; the spec is not a DeepEISNN E-I network of the checkpoint's layout")
-    with torch.no_grad():
-        for key, path in mapping.items():
-            target = net.tensor(path)
-            target.copy_(state[key].reshape(target.shape))
+    copy_all(net, state, mapping, "a DeepEISNN E-I network")
     # The reference clamps every constrained tensor at the start of each forward (docs/science.md §3.1), so a
     # stored negative entry never acts there; projecting here keeps that forward, and Dale's law
     # (compiler/dale.py refuses a negative constrained weight on the next forward).
     net.clamp_()
     return mapping
+
+
+def check_fit(key: str, source: torch.Tensor, path: str, target: torch.Tensor, role: str) -> None:
+    """A reference tensor fills an eidsl one when the element counts agree (and, for a weight, the rows)."""
+    if source.numel() != target.numel() or (role.startswith("W") and source.shape[0] != target.shape[0]):
+        raise ImportError_(f"'{key}' {tuple(source.shape)} does not fit '{path}' {tuple(target.shape)}")
+
+
+def copy_all(net: Network, state: dict[str, torch.Tensor], mapping: dict[str, str], what: str) -> None:
+    """Copy every mapped reference tensor, after refusing a spec tensor that none fills (it would
+    keep its fresh values): all of the checkpoint or nothing."""
+    import torch
+    unfilled = [p for p in net.param_specs if p not in set(mapping.values())]
+    if unfilled:
+        raise ImportError_(f"the checkpoint has nothing for '{unfilled[0]}' "
+                           f"{tuple(net.tensor(unfilled[0]).shape)}" +
+                           (f" and {len(unfilled) - 1} more" if len(unfilled) > 1 else "") +
+                           f"; the spec is not {what} of the checkpoint's layout")
+    with torch.no_grad():
+        for key, path in mapping.items():
+            target = net.tensor(path)
+            target.copy_(state[key].reshape(target.shape))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
