@@ -88,6 +88,10 @@ def fill(t: torch.Tensor, spec: ParamSpec, gen: torch.Generator) -> None:
         t.exponential_(1.0 / math.sqrt(0.8 / (1.8 * fan_in)), generator=gen)
     elif rule == "gain_control":
         t.fill_(math.sqrt(1.8 / (0.2 * fan_in)))
+    elif rule == "unit_std":    # until the first batch: the identity gain and bias
+        t.fill_(1.0)
+    elif rule == "zero_mean":
+        t.zero_()
     else:
         raise ValueError(rule)
 
@@ -101,6 +105,20 @@ class InitError(SpecError):
 
 # Sums that make the statistics; reducing them across processes gives the global batch's values.
 Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def per_neuron(x: torch.Tensor, reduce: Reducer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each neuron's (a conv's: each channel's) mean and standard deviation over the rows of x
+    (time folded into the batch) and, for a conv, over positions: BatchNorm's statistics."""
+    x = x.detach().double()
+    x = x.transpose(0, 1).flatten(1) if x.dim() > 2 else x.t()
+    sums = torch.cat([torch.tensor([float(x.shape[1])], dtype=torch.float64), x.sum(1), (x * x).sum(1)])
+    if reduce is not None:
+        sums = reduce(sums)
+    n, features = sums[0], x.shape[0]
+    mean = sums[1:1 + features] / n
+    var = (sums[1 + features:] / n - mean * mean).clamp_min(0)
+    return mean, var.sqrt()
 
 
 def statistics(x: torch.Tensor, reduce: Reducer | None = None) -> tuple[float, float, float]:
@@ -151,9 +169,49 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
         for path in gains:
             net.tensor(path).fill_(gain_control(mean, mean_sq, var, specs[path].fan_in))
 
+    def standardise(step, env) -> None:
+        """unit_std / zero_mean: rescale the population's gain and bias from its current on this batch,
+        and the current itself in place, so later layers' E-I Init measures what they will receive."""
+        name = step.ins[0]
+        gain = next((p for p, s in specs.items() if s.node == step.node and s.init.rule == "unit_std"), None)
+        bias = next((p for p, s in specs.items() if s.node == step.node and s.init.rule == "zero_mean"), None)
+        if gain is None and bias is None:
+            return
+        current = env[name]
+        mean, std = per_neuron(current, reduce)
+        if gain is not None:
+            if bool((std == 0).any()):
+                silent = int((std == 0).sum())
+                raise InitError(f"unit_std: {silent} of {std.numel()} neurons of '{step.node}' get the same "
+                                "current for every sample of this batch, so no gain gives them std 1",
+                                step.loc.span() if step.loc else None,
+                                hint="initialise on a larger or more varied batch, or give the gain a number")
+            scale = 1.0 / std
+            net.tensor(gain).mul_(scale.to(net.tensor(gain).dtype))
+            b = net.tensor(bias) if bias is not None else _bias_of(step.node)
+            offset = b.double() if b is not None else torch.zeros_like(mean)
+            mean = offset + (mean - offset) * scale   # the mean after the new gain
+        else:
+            scale = torch.ones_like(mean)
+            b = _bias_of(step.node)
+            offset = b.double() if b is not None else torch.zeros_like(mean)
+        shift = -mean if bias is not None else torch.zeros_like(mean)
+        if bias is not None:
+            net.tensor(bias).add_(shift.to(net.tensor(bias).dtype))
+        # I_int' = offset + (I_int - offset) * scale + shift, per neuron (channels on dim 1).
+        view = (1, -1) + (1,) * (current.dim() - 2)
+        o, sc, sh = (v.to(current.dtype).view(view) for v in (offset, scale, shift))
+        current.sub_(o).mul_(sc).add_(o + sh)
+
+    def _bias_of(node: str):
+        path = next((p for p, s in specs.items() if s.node == node and s.role == "b_E"), None)
+        return net.tensor(path) if path is not None else None
+
     def hook(step, env):
         if step.op == "project":
             initialise(step, env[step.ins[0]])
+        elif step.op in ("lif", "relu", "identity") and step.ins[0].endswith(":I_int"):
+            standardise(step, env)
         elif step.op == "loop":
             inner = [s for s in step.attrs.body if s.op == "project" and any(data_dependent(s))]
             if inner:

@@ -135,7 +135,7 @@ class _Lowering:
         grad *= _formula(grad_scale, env or {"fan_in": fan_in}, f"the gradient factor of {node}.{name}", loc)
         nonneg = {"dale": nonneg, "nonneg": True, "none": False}[init.clamp]
         spec = ParamSpec(f"{node}.{name}", tuple(shape), role, init, nonneg, fan_in, node, used,
-                         init.transform, grad)
+                         init.transform, grad, init.decay)
         self.params.append(spec)
         return spec.path
 
@@ -267,6 +267,9 @@ def _population(lw: _Lowering, name: str, rec: ir.Population) -> None:
     # (docs/science.md §1.2 item 4); any other population's gain (g_E) scales its own integrated current.
     own_gain = rec.sign != "inh"
     env = _sizes(lw, name, fan_in)
+    for what, init in (("gain", rec.gain), ("bias", rec.bias)):
+        if init is not None and init.rule in ("unit_std", "zero_mean"):
+            _check_standardised(lw, name, rec, what, init.rule, readout, own_gain)
     if rec.gain is not None:
         gain = lw.param(name, _gain_name(rec), (rec.size,), _gain_name(rec).replace("log_", ""), rec.gain,
                         rec.sign != "free" and rec.dale, fan_in, used=not readout, env=env, loc=rec.loc)
@@ -373,6 +376,31 @@ def _tie_means(lw: "_Lowering") -> None:
             raise SpecError(f"mean_of('{ref}'): its weight has shape {ref_spec.shape}, this one {spec.shape}",
                             loc.span() if loc else None)
         lw.params[index] = dataclasses.replace(spec, init=spec.init.model_copy(update={"ref": other}))
+
+
+def _check_standardised(lw: _Lowering, name: str, rec, what: str, rule: str, readout: bool, own_gain: bool) -> None:
+    """unit_std / zero_mean act on the population's own integrated current, once, on the first batch."""
+    where = rec.loc.span() if rec.loc else None
+    right = {"unit_std": "gain", "zero_mean": "bias"}[rule]
+    if what != right:
+        raise SpecError(f"population '{name}': '{rule}' is a {right} rule, given as its {what}", where,
+                        hint=f"`{right} = {rule}`")
+    if not own_gain and rule == "unit_std":
+        raise SpecError(f"population '{name}' is inhibitory: its gain is g_I, which scales its divisive effect on "
+                        "its targets, not its own current, so unit_std has nothing to standardise", where,
+                        hint="use gain = gain_control (E-I Init) for an interneuron's g_I")
+    if readout:
+        raise SpecError(f"population '{name}' is a readout, whose g_E and b_E the circuit does not use "
+                        "(the output is I_EE - W_EI s_I)", where,
+                        hint="use `linear(n, gain = unit_std, bias = zero_mean)` for an output layer with its own "
+                             "gain and bias")
+    if rec.norm == "batchnorm":
+        raise SpecError(f"population '{name}' is normalised by {rec.norm}, which sets its statistics itself; "
+                        f"'{rule}' would be undone every step", where, hint=f"drop `norm = {rec.norm}` or `{rule}`")
+    if lw.loop:
+        raise SpecError(f"population '{name}' is inside a loop: '{rule}' is measured on the first batch in one "
+                        "pass, which a loop's own feedback would change", where,
+                        hint="give populations in loops a number (e.g. `gain = 1, bias = 0`)")
 
 
 def _bias_name(rec: ir.Population) -> str:

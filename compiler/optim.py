@@ -1,5 +1,6 @@
 """Dale-preserving optimisers. Sign-constrained SGD (docs/science.md §3.1): SGD with momentum and L2
-weight decay on every parameter, then every sign-constrained parameter projected back onto >= 0.
+weight decay on every parameter (times its declared `decay` factor, 1 unless the spec says
+`param(..., decay = 0)`), then every sign-constrained parameter projected back onto >= 0.
 Exponentiated gradient (Cornford et al. 2024, linclab/EG_optimiser): sign-constrained parameters
 move multiplicatively, w <- w * exp(-lr * sign(w) * g), so they keep their sign by construction;
 free parameters take the SGD step. Which parameters are constrained, and any gradient factors
@@ -76,12 +77,15 @@ def make_optimizer(net: Network, lr: float, momentum: float = 0.9, weight_decay:
                    nesterov: bool = False, rule: str = "sgd") -> torch.optim.Optimizer:
     if rule not in RULES:
         raise ValueError(f"unknown optimiser rule {rule!r}; known: {', '.join(RULES)}")
-    constrained, free = [], []
+    # One group per (sign constraint, decay factor): `param(..., decay = 0)` exempts gains and biases.
+    grouped: dict[tuple[bool, float], list] = {}
     names = {id(p): n for n, p in net.named_parameters()}
     for p in net.parameters():
         spec = net.param_specs.get(names[id(p)])
-        (constrained if spec is not None and spec.nonneg else free).append(p)
-    groups = [g for g in ({"params": constrained, "nonneg": True}, {"params": free, "nonneg": False}) if g["params"]]
+        key = (spec is not None and spec.nonneg, spec.decay if spec is not None else 1.0)
+        grouped.setdefault(key, []).append(p)
+    groups = [{"params": ps, "nonneg": nonneg, "weight_decay": weight_decay * decay}
+              for (nonneg, decay), ps in sorted(grouped.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]
     if rule == "eg":
         return ExponentiatedGradient(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     # The fused kernel updates each parameter in one pass (decay, momentum, step); the loop makes

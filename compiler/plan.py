@@ -24,6 +24,7 @@ class ParamSpec:
     used: bool = True         # False for the readout's g_I/g_E/b_E, kept for the reference layout
     transform: str = "none"   # "exp": the circuit uses exp(stored value) (DANN's g_I = exp(alpha))
     grad_scale: float = 1.0   # gradient factor applied in the backward (E-I Prop's 1/d, cSGD's factors)
+    decay: float = 1.0        # factor on the optimiser's weight decay (param(..., decay = 0): none)
 
 
 # ---------------------------------------------------------------- what each kind of step needs

@@ -45,14 +45,20 @@ class Loc(BaseModel):
                     tuple(loc.span() for loc in self.via))
 
 
+DATA_DEPENDENT = ("ei_balanced", "gain_control", "unit_std", "zero_mean")   # set from the first batch
+
+
 class Init(BaseModel):
     """An initialisation rule for one parameter tensor.
 
     ``ei_balanced`` and ``gain_control`` are the paper's data-dependent E-I Init
-    (docs/science.md §2.2, "Eq. 53" and "Eq. 54"); the others are ordinary rules for baselines.
+    (docs/science.md §2.2, "Eq. 53" and "Eq. 54"). ``unit_std`` (a gain g_E) and ``zero_mean`` (a bias
+    b_E) are data-dependent too: on the first batch, per neuron (per channel for a conv),
+    g_E <- g_E / std(I_int) and b_E <- b_E - mean(I_int), so every neuron starts where BatchNorm
+    would put it (mean 0, std 1) and keeps its own offset afterwards. The others are data-free.
     """
     model_config = ConfigDict(frozen=True)
-    rule: Literal["ei_balanced", "gain_control", "constant", "default", "abs_default",
+    rule: Literal["ei_balanced", "gain_control", "unit_std", "zero_mean", "constant", "default", "abs_default",
                   "kaiming", "uniform", "normal", "zeros", "ones", "exponential", "mean_of"]
     # Numbers may be formulas (text over fan_in, n_E, n_I; see `eval_formula`), resolved per
     # parameter when the network is lowered, where the circuit's sizes are known.
@@ -67,10 +73,11 @@ class Init(BaseModel):
     transform: Literal["none", "exp"] = "none"   # the circuit uses exp(stored value), e.g. g_I = exp(alpha)
     grad: float | str = 1.0                      # gradient scale factor (a number or a formula)
     clamp: Literal["dale", "nonneg", "none"] = "dale"   # projection after each step: Dale's rule, >= 0, none
+    decay: float = 1.0                           # factor on the training's weight decay (0: none)
 
     @property
     def data_dependent(self) -> bool:
-        return self.rule in ("ei_balanced", "gain_control")
+        return self.rule in DATA_DEPENDENT
 
 
 class _Record(BaseModel):

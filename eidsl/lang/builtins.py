@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Bare words a spec may use as values: rule and option names.
 SYMBOLS = {
-    "ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones",
+    "ei_balanced", "gain_control", "unit_std", "zero_mean", "default", "abs_default", "kaiming", "zeros", "ones",
     "sigmoid", "atan", "triangle", "rectangle", "soft", "hard", "batchnorm", "none",
     "min_positive", "epsilon", "static", "events", "exc", "inh", "free",
     "exp", "nonneg",   # rules section: param(transform = exp, clamp = nonneg)
@@ -55,7 +55,7 @@ def callable_words() -> set[str]:
     return names
 
 
-INIT_RULES = {"ei_balanced", "gain_control", "default", "abs_default", "kaiming", "zeros", "ones"}
+INIT_RULES = {"ei_balanced", "gain_control", "unit_std", "zero_mean", "default", "abs_default", "kaiming", "zeros", "ones"}
 
 _NEURON = {"tau": 2.0, "theta": 1.0, "reset": "soft", "v_reset": 0.0, "detach_reset": True,
            "surrogate": "sigmoid", "alpha": 4.0}
@@ -225,9 +225,9 @@ _TRANSFORMS = {"none", "exp"}
 _CLAMPS = {"dale", "nonneg", "none"}
 
 
-def _param(init, transform="none", grad=1, clamp="dale"):
-    """A parameter declaration: its init, the form the circuit uses it in, its gradient factor and
-    the projection applied after each optimiser step."""
+def _param(init, transform="none", grad=1, clamp="dale", decay=1):
+    """A parameter declaration: its init, the form the circuit uses it in, its gradient factor, the
+    projection applied after each optimiser step and its share of the training's weight decay."""
     if isinstance(init, InitValue):
         rule = init.init
     elif isinstance(init, Formula):
@@ -244,8 +244,11 @@ def _param(init, transform="none", grad=1, clamp="dale"):
         raise Misuse(f"clamp must be one of {', '.join(sorted(_CLAMPS))}, got {kind_of(clamp)}")
     if isinstance(grad, bool) or not (isinstance(grad, Formula) or is_number(grad)):
         raise Misuse(f"grad must be a number or a formula over fan_in, n_E, n_I, got {kind_of(grad)}")
+    if isinstance(decay, bool) or not is_number(decay) or not 0 <= decay < math.inf:
+        raise Misuse(f"decay must be a number >= 0 (a factor on the weight decay), got {show(decay)}")
     return InitValue(rule.model_copy(update={"transform": str(transform), "clamp": str(clamp),
-                                             "grad": str(grad) if isinstance(grad, Formula) else float(grad)}))
+                                             "grad": str(grad) if isinstance(grad, Formula) else float(grad),
+                                             "decay": float(decay)}))
 
 
 def grad_factor(value, span: Span):
@@ -264,7 +267,7 @@ RULE_FUNCTIONS: dict[str, tuple[dict, Callable]] = {
     "exp": ({"x": REQUIRED}, _math_fn("exp", math.exp, lambda x: x < 700, "below 700")),
     "log": ({"x": REQUIRED}, _math_fn("log", math.log, lambda x: x > 0, "> 0")),
     "exponential": ({"scale": REQUIRED}, _exponential),
-    "param": ({"init": REQUIRED, "transform": "none", "grad": 1, "clamp": "dale"}, _param),
+    "param": ({"init": REQUIRED, "transform": "none", "grad": 1, "clamp": "dale", "decay": 1}, _param),
 }
 
 
@@ -469,6 +472,10 @@ WORDS: dict[str, str] = {
     # init rules
     "ei_balanced": "E-I Init: exponential weights at the data-dependent balanced scale sigma_w (Eq. 53)",
     "gain_control": "E-I Init: the interneurons' gain g_I from the first batch's statistics (Eq. 54)",
+    "unit_std": "a gain g_E set on the first batch so that each neuron's (conv: channel's) integrated current has "
+                "std 1, as BatchNorm's would at init; data-dependent like E-I Init, then learnt freely",
+    "zero_mean": "a bias b_E set on the first batch so that each neuron's (conv: channel's) integrated current has "
+                 "mean 0 (after its unit_std gain, if any)",
     "default": "PyTorch's default for the layer type (Kaiming-uniform with a = sqrt(5))",
     "abs_default": "|default|: PyTorch's default made non-negative for Dale-constrained weights",
     "kaiming": "Kaiming-normal in fan-out mode: N(0, 2 / fan_out)",
@@ -481,9 +488,10 @@ WORDS: dict[str, str] = {
                    "which may be a formula over fan_in, n_E, n_I (DANN's W_EE, docs/science.md §9)",
     "mean_of": "mean_of(pop): every row the mean over pop's units of pop's weight from the same source "
                "(DANN's W_IE starts as the average E unit)",
-    "param": "param(init, transform, grad, clamp): a parameter stored under `init`, used as exp(stored) when "
-             "transform = exp, its gradient multiplied by grad (a number or a formula), and after each step "
-             "projected by clamp (dale: >= 0 for Dale-constrained weights, nonneg, none)",
+    "param": "param(init, transform, grad, clamp, decay): a parameter stored under `init`, used as exp(stored) "
+             "when transform = exp, its gradient multiplied by grad (a number or a formula), after each step "
+             "projected by clamp (dale: >= 0 for Dale-constrained weights, nonneg, none), and decayed at decay "
+             "times the training's weight_decay (0: no decay, as for gains and biases)",
     # functions over values
     "min": "min(a, b): the smaller number",
     "max": "max(a, b): the larger number",

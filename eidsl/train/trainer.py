@@ -56,7 +56,7 @@ __all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "Traini
 HealthError = health.HealthError
 
 HIST_SAMPLES = 256
-DATA_DEPENDENT_INITS = ("ei_balanced", "gain_control")
+DATA_DEPENDENT_INITS = ir.DATA_DEPENDENT
 
 
 class RunInUse(EidslError):
