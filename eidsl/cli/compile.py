@@ -106,6 +106,13 @@ def import_deepeisnn(ckpt_file: Path = typer.Argument(..., help="reference check
     overrides = parse_sets(sets)
     state = read_checkpoint(ckpt_file)
     graph = load_graph(spec, overrides, include or ())
+    if graph.params.get("paper") is False and "paper" not in overrides:
+        # A reference checkpoint was trained as DeepEISNN; the spec's own default circuit differs in
+        # gradient rules and readout, so the import (and any fine-tuning from it) takes the paper's.
+        overrides["paper"] = "true"
+        graph = load_graph(spec, overrides, include or ())
+        out.print("note: --set paper=true (the reference's circuit and recipe; the spec's default is paper = false)",
+                  highlight=False, markup=False)
     net = build_graph(graph)
     mapping = convert(net, state)
     # Absolute paths: they only say where the text came from (spec_text is what was compiled),

@@ -52,12 +52,12 @@ def measure(folder: Path) -> list[dict]:
             continue
         ref = torch.load(path, weights_only=True)
         spec = ROOT / "specs" / spec_name
-        net = api.build(spec)
+        net = api.build(spec, paper=True)   # the reference's circuit (specs take paper = false by default)
         import_deepeisnn(net, ref["state_dict"])
         with torch.no_grad():
             eager = net.eval()(ref["input"])
             generated = generated_model(net, spec).eval()(ref["input"])
-        fresh = api.build(spec)
+        fresh = api.build(spec, paper=True)
         scales = api.ei_init(fresh, ref["init_input"], seed=2025)
         first = next(iter(ref["exp_scale"].values()))
         rows.append({"fixture": name, "spec": spec_name, "batch": tuple(ref["input"].shape),

@@ -18,7 +18,7 @@ def rates_at_init(family: str, depth: int = 16) -> list[float]:
     train, _, _ = load("mnist5k", augment=False)
     x = torch.stack([train[i][0] for i in range(0, len(train), 32)])
     torch.manual_seed(0)
-    net = eidsl.build(SPECS / "mlp.ei", depth=depth, family=family)
+    net = eidsl.build(SPECS / "mlp.ei", depth=depth, family=family, paper=True)
     if family == "ei":
         eidsl.ei_init(net, x)
     with torch.no_grad():
@@ -34,7 +34,7 @@ def test_ei_init_keeps_a_deep_stack_firing_where_default_init_goes_silent():
 
 
 def short_run(tmp_path, family: str, lr: float) -> float:
-    sets = {"depth": "8", "input": "[1,8,8]", "family": f'"{family}"'}
+    sets = {"depth": "8", "input": "[1,8,8]", "family": f'"{family}"', "paper": "true"}
     graph = load_graph(SPECS / "mlp.ei", sets)
     cfg = TrainConfig(data="digits", epochs=2, batch_size=64, lr=lr, warmup_epochs=0, seed=0, threads=1,
                       hist_epochs=[])

@@ -74,7 +74,7 @@ def assert_same_gradients(net, ref: dict[str, torch.Tensor], expected_used: int)
 
 def test_mlp_gradients_match_the_paper_formulas():
     T, B = 3, 6
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, input=[1, 8, 8], T=T).double()
+    net = eidsl.build(SPECS / "mlp.ei", paper=True, depth=2, input=[1, 8, 8], T=T).double()
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(B, 1, 8, 8, generator=gen, dtype=torch.float64) > 0.6).double()
     x[0] = 0                                     # silent sample: its I_div row is all zero -> +inf -> I_int = b_E
@@ -149,7 +149,7 @@ def exact_rate_batch(n: int, d: int, p: float, gen) -> torch.Tensor:
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
 def test_ei_init_binary_inputs_closed_forms(p):
     T, B, d = 4, 200, 256
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, input=[1, 16, 16], T=T)
+    net = eidsl.build(SPECS / "mlp.ei", paper=True, depth=2, input=[1, 16, 16], T=T)
     x = exact_rate_batch(B, d, p, torch.Generator().manual_seed(2)).view(B, 1, 16, 16)
     scales = eidsl.ei_init(net, x, seed=7)
 
@@ -181,7 +181,7 @@ def statistics(x: torch.Tensor) -> tuple[float, float, float]:
 
 def test_ei_init_real_valued_inputs_layer_by_layer():
     T, B, d = 4, 16, 256
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, input=[1, 16, 16], T=T)
+    net = eidsl.build(SPECS / "mlp.ei", paper=True, depth=2, input=[1, 16, 16], T=T)
     x = torch.rand(B, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     scales = eidsl.ei_init(net, x)
 
@@ -245,7 +245,7 @@ def test_scale_grad_forward_is_exact_and_backward_scaled():
 
 
 def test_state_is_explicit_per_forward():
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, input=[1, 8, 8])
+    net = eidsl.build(SPECS / "mlp.ei", paper=True, depth=2, input=[1, 8, 8])
     gen = torch.Generator().manual_seed(4)
     a, b = torch.rand(3, 1, 8, 8, generator=gen), torch.rand(3, 1, 8, 8, generator=gen)
     eidsl.ei_init(net, a)
@@ -286,7 +286,7 @@ def test_sign_constrained_sgd_equals_reference_eisgd():
     """The reference clamps in every forward and after every step; eidsl only after (and before the
     first forward). Both give the same parameters and losses, step for step."""
     T, B, lr, momentum, wd = 2, 16, 0.5, 0.9, 5e-4
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, input=[1, 8, 8], T=T).double()
+    net = eidsl.build(SPECS / "mlp.ei", paper=True, depth=2, input=[1, 8, 8], T=T).double()
     gen = torch.Generator().manual_seed(6)
     x = torch.rand(B, 1, 8, 8, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 10, (B,), generator=gen)
@@ -333,7 +333,7 @@ def test_sign_constrained_sgd_equals_reference_eisgd():
 
 def test_sign_constrained_sgd_runs_fused_and_matches_the_per_parameter_loop():
     # To rounding: the fused kernel rounds the momentum update its own way (~5e-9 relative on some biases).
-    net = eidsl.build(SPECS / "mlp.ei", depth=4, input=[1, 8, 8], T=2)
+    net = eidsl.build(SPECS / "mlp.ei", paper=True, depth=4, input=[1, 8, 8], T=2)
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.arange(16) % 10
     eidsl.ei_init(net, x)

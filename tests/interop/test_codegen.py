@@ -75,7 +75,7 @@ def test_generated_module_equals_the_eager_network(tmp_path, monkeypatch, spec, 
 
 def test_generated_forward_reads_in_paper_terms(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    compile_cli(tmp_path, "mlp.ei", [], "-q")
+    compile_cli(tmp_path, "mlp.ei", ["paper=true"], "-q")
     source = (latest_build() / "model.py").read_text()
     forward = source.split("def forward")[1]
     # The paper's layer runs as the runtime runs it, circuit and LIF fused, with its formula beside it.
@@ -90,12 +90,12 @@ def test_generated_forward_reads_in_paper_terms(tmp_path, monkeypatch):
     # One comment per layer, pointing at the spec line that declares it.
     headers = [line.strip() for line in forward.splitlines() if line.strip().startswith("# layer_")]
     assert [h.split(":")[0] for h in headers] == ["# layer_1", "# layer_2", "# layer_3"]
-    assert all("std.ei:13)" in h for h in headers)
+    assert all("std.ei:18)" in h for h in headers)   # `exc E = lif(...)` in ei_layer
 
 
 def test_build_folder_contents(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = compile_cli(tmp_path, "mlp.ei", ["depth=2"])
+    result = compile_cli(tmp_path, "mlp.ei", ["depth=2", "paper=true"])
     folder = tmp_path / "build" / "mlp"
     assert sorted(p.name for p in folder.iterdir()) == ["ir.json", "model.py", "spec.json", "summary.json"]
     summary = json.loads((folder / "summary.json").read_text())
@@ -108,8 +108,8 @@ def test_build_folder_contents(tmp_path, monkeypatch):
     for text in ("559,667", "E 510", "I 127", "621,020"):
         assert text in result.output
     info = load_build(latest_build())
-    assert info.name == "mlp" and info.sets == {"depth": "2"} and info.spec == (SPECS / "mlp.ei").resolve()
-    assert info.graph == eidsl.load_graph(SPECS / "mlp.ei", {"depth": "2"})
+    assert info.name == "mlp" and info.sets == {"depth": "2", "paper": "true"} and info.spec == (SPECS / "mlp.ei").resolve()
+    assert info.graph == eidsl.load_graph(SPECS / "mlp.ei", {"depth": "2", "paper": "true"})
     # -o elsewhere still becomes the most recent build.
     compile_cli(tmp_path, "vgg.ei", [], "-q", "-o", str(tmp_path / "elsewhere"))
     assert latest_build() == (tmp_path / "elsewhere").resolve()

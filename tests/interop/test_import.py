@@ -37,8 +37,10 @@ def test_import_cli_reproduces_reference_logits(tmp_path, name, spec, form):
     result = run("import-deepeisnn", ckpt, "--spec", SPECS / spec, "-o", out)
     assert result.exit_code == 0, result.output
     assert f"imported {len(ref['state_dict'])} tensors" in result.output
+    # The specs default to eidsl's circuit (paper = false); a reference checkpoint is the paper's.
+    assert "note: --set paper=true" in result.output
 
-    net = eidsl.build(SPECS / spec, seed=123)
+    net = eidsl.build(SPECS / spec, paper=True, seed=123)
     load_state(net, load_file(out))
     with torch.no_grad():
         assert rel_err(net.eval()(ref["input"]), ref["logits"]) <= 1e-5
@@ -81,8 +83,8 @@ def test_import_refuses_a_pickle_that_runs_code(tmp_path):
 
 
 def test_eidsl_checkpoint_of_another_spec_is_refused_whole():
-    ratio4 = eidsl.build(SPECS / "mlp.ei", seed=1)
-    ratio2 = eidsl.build(SPECS / "mlp.ei", ratio=2, seed=2)
+    ratio4 = eidsl.build(SPECS / "mlp.ei", paper=True, seed=1)
+    ratio2 = eidsl.build(SPECS / "mlp.ei", paper=True, ratio=2, seed=2)
     before = {k: v.clone() for k, v in ratio2.state_dict().items()}
     with pytest.raises(CheckpointError) as err:
         load_state(ratio2, ratio4.state_dict())
@@ -94,7 +96,7 @@ def test_eidsl_checkpoint_of_another_spec_is_refused_whole():
     with pytest.raises(CheckpointError, match="'layer_9.E.W_EE' .* has no place"):
         load_state(ratio4, {**ratio4.state_dict(), "layer_9.E.W_EE": torch.zeros(2)})
     # A compiled model's keys (_orig_mod.) load into the eager one.
-    compiled = torch.compile(eidsl.build(SPECS / "mlp.ei", seed=3))
+    compiled = torch.compile(eidsl.build(SPECS / "mlp.ei", paper=True, seed=3))
     load_state(ratio4, compiled.state_dict())
     assert torch.equal(ratio4.get_parameter("layer_1.E.W_EE"), compiled.get_parameter("_orig_mod.layer_1.E.W_EE"))
 
@@ -125,11 +127,11 @@ def test_imported_weights_evaluate_from_anywhere(tmp_path, monkeypatch):
     result = run("eval", work / "w.safetensors", "--threads", 1)
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
-    assert f"of {work / 'mine.ei'};" in flat and f"imported from {work / 'ref.pth'} (deepeisnn)" in flat
+    assert f"of {work / 'mine.ei'} --set paper=true;" in flat and f"imported from {work / 'ref.pth'} (deepeisnn)" in flat
     assert "data: mnist5k test split" in result.output
 
     # The same number computed here, from the reference state dict and the spec in the repository.
-    net = eidsl.build(SPECS / "mlp.ei").eval()
+    net = eidsl.build(SPECS / "mlp.ei", paper=True).eval()
     load_state(net, load_file(work / "w.safetensors"))
     _, test, _ = datasets.load("mnist5k", T=4, augment=False)
     x = torch.stack([test[i][0] for i in range(len(test))])

@@ -18,7 +18,7 @@ def rel_err(a, b):
 @pytest.mark.parametrize("name, spec", CASES)
 def test_logits_match_reference(name, spec):
     ref = fixture(name)
-    net = eidsl.build(SPECS / spec)
+    net = eidsl.build(SPECS / spec, paper=True)
     eidsl.import_deepeisnn(net, ref["state_dict"])
     with torch.no_grad():
         logits = net.eval()(ref["input"])
@@ -28,7 +28,7 @@ def test_logits_match_reference(name, spec):
 @pytest.mark.parametrize("name, spec", CASES)
 def test_ei_init_reproduces_reference_weights(name, spec):
     ref = fixture(name)
-    net = eidsl.build(SPECS / spec)
+    net = eidsl.build(SPECS / spec, paper=True)
     scales = eidsl.ei_init(net, ref["init_input"], seed=2025)
     ee = [v for path, v in scales.items() if path.endswith(".W_EE")]
     assert len(ee) == len(ref["exp_scale"])
