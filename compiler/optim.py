@@ -73,6 +73,23 @@ class ExponentiatedGradient(torch.optim.Optimizer):
 RULES = ("sgd", "eg")
 
 
+@torch.no_grad()
+def adaptive_clip_(params, clip: float, eps: float = 1e-3) -> None:
+    """Unit-wise adaptive gradient clipping (AGC, Brock et al. 2021, NFNets): each unit's gradient
+    G_i is scaled to at most clip * max(|W_i|, eps), a unit being one output row (dense), one output
+    channel (conv) or one entry (gains, biases). Scale-invariant layers (BatchNorm's, and the E-I
+    circuit's in (W_EE, W_IE)) move by lr |G_i| / |W_i| per step, so this bounds the relative step
+    of every unit at once, where a global norm clip is set by the largest layer alone."""
+    for p in params:
+        if p.grad is None:
+            continue
+        dims = tuple(range(1, p.dim())) if p.dim() > 1 else ()
+        w = p.detach().abs() if not dims else torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True)
+        g = p.grad.abs() if not dims else torch.linalg.vector_norm(p.grad, dim=dims, keepdim=True)
+        limit = clip * w.clamp_min(eps)
+        p.grad.mul_(torch.where(g > limit, limit / g.clamp_min(1e-30), torch.ones_like(g)))
+
+
 def make_optimizer(net: Network, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
                    nesterov: bool = False, rule: str = "sgd") -> torch.optim.Optimizer:
     if rule not in RULES:

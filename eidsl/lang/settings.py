@@ -33,6 +33,8 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(0, ge=0, le=MAX_EPOCHS)
     init_lr: float = Field(1e-7, gt=0)     # warm-up start (docs/science.md §4)
     grad_clip: float = Field(0, ge=0)      # max global gradient norm per step; 0: no clipping
+    agc: float = Field(0, ge=0)            # unit-wise adaptive clipping: |G_i| <= agc * max(|W_i|, agc_eps); 0: off
+    agc_eps: float = Field(1e-3, gt=0)
     optimizer: Literal["sgd", "eg"] = "sgd"   # sgd: step then clamp >= 0; eg: exponentiated gradient
     schedule: Literal["cosine", "constant"] = "cosine"   # after the warm-up
     seed: int = Field(2025, ge=0, lt=2**63)   # the reference code's seed; torch seeds are 64-bit

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from eidsl_compiler import kernels
 from eidsl_compiler.allocator import keep_freed_memory
+from eidsl_compiler.optim import adaptive_clip_
 
 from eidsl.files import atomic_write
 from eidsl.train import checkpoint as ckpt
@@ -418,6 +419,8 @@ class Trainer:
         if bad_gradients:
             raise self._nonfinite(x, f"the gradients of {_names(bad_gradients)} are non-finite at epoch "
                                      f"{self.epoch + 1}, batch {self.batch + 1}")
+        if self.cfg.agc:
+            adaptive_clip_(self.net.parameters(), self.cfg.agc, self.cfg.agc_eps)
         if self.cfg.grad_clip:
             # foreach clipping scales by a tensor factor: no host sync
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip, foreach=True)

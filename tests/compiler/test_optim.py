@@ -50,3 +50,31 @@ def test_decay_must_be_a_non_negative_number(tmp_path, value):
     with pytest.raises(SpecError, match="decay must be a number >= 0") as err:
         build(tmp_path, gain=f"param(1, decay = {value})")
     assert err.value.span is not None and err.value.span.line == 4
+
+
+def test_adaptive_clip_bounds_each_units_gradient_by_its_weight_norm():
+    from eidsl_compiler.optim import adaptive_clip_
+    W = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]]))   # row norms 5, 0.5, 0
+    W.grad = torch.tensor([[0.6, 0.8], [0.6, 0.8], [1.0, 0.0]])                   # row norms 1, 1, 1
+    conv = torch.nn.Parameter(torch.ones(2, 1, 2, 2))                              # channel norms 2
+    conv.grad = torch.stack([torch.full((1, 2, 2), 0.01), torch.full((1, 2, 2), 1.0)])   # norms 0.02, 2
+    b = torch.nn.Parameter(torch.tensor([2.0, 0.0]))
+    b.grad = torch.tensor([-1.0, 1.0])
+    adaptive_clip_([W, conv, b], clip=0.1, eps=1e-3)
+    # Row 1: |G| = 1 > 0.1 * 5 -> scaled to 0.5; row 2 to 0.1 * 0.5; row 3 (|W| = 0) to 0.1 * eps.
+    assert torch.allclose(W.grad.norm(dim=1), torch.tensor([0.5, 0.05, 1e-4]))
+    assert torch.allclose(W.grad[0] / W.grad[0].norm(), torch.tensor([0.6, 0.8]))   # direction kept
+    assert torch.equal(conv.grad[0], torch.full((1, 2, 2), 0.01))                  # under the bound: untouched
+    assert torch.allclose(conv.grad[1].norm(), torch.tensor(0.2))
+    assert torch.allclose(b.grad, torch.tensor([-0.2, 1e-4]))                       # per entry, sign kept
+
+
+def test_agc_is_a_training_setting(tmp_path):
+    from eidsl.api import load_graph
+    from eidsl.train.config import TrainConfig
+    path = tmp_path / "n.ei"
+    path.write_text(NET.format(gain="1", bias="0") + "train {\n    agc = 0.02\n}\n")
+    assert TrainConfig(**load_graph(path).train).agc == 0.02
+    path.write_text(NET.format(gain="1", bias="0") + "train {\n    agc = -1\n}\n")
+    with pytest.raises(SpecError, match="agc"):
+        load_graph(path)
