@@ -13,9 +13,12 @@ from conftest import SPECS
 
 
 @pytest.mark.parametrize("spec, params, expected", [
-    ("mlp.ei", {}, 1_144_067),        # E-I MLP-4 MNIST, reference-keys/README.md
-    ("vgg.ei", {}, 5_048_714),        # E-I VGG-8 CIFAR-10
-    ("resnet.ei", {}, 14_401_226),    # E-I ResNet-18 CIFAR-10
+    ("mlp.ei", {"paper": True}, 1_144_067),        # E-I MLP-4 MNIST, reference-keys/README.md
+    ("vgg.ei", {"paper": True}, 5_048_714),        # E-I VGG-8 CIFAR-10
+    ("resnet.ei", {"paper": True}, 14_401_226),    # E-I ResNet-18 CIFAR-10
+    # eidsl's circuit: the readout's 10 - 2 more interneurons (W_IE rows of the readout's fan-in,
+    # their g_I and W_EI columns); everything else is the reference's
+    ("mlp.ei", {}, 1_144_067 + 8 * 300 + 8 + 8 * 10),
 ])
 def test_parameter_counts_equal_the_reference(spec, params, expected):
     assert summarize(load_graph(SPECS / spec, **params))["parameters"] == expected
@@ -26,11 +29,13 @@ def test_parameter_counts_equal_the_reference(spec, params, expected):
     (16, [500] * 5 + [300] * 5 + [100] * 5),
 ])
 def test_mlp_depths_have_the_reference_widths(depth, widths):
-    g = load_graph(SPECS / "mlp.ei", depth=depth)
+    g = load_graph(SPECS / "mlp.ei", depth=depth, paper=True)
     hidden = [r.size for n, r in g.nodes(ir.Population) if r.sign == "exc" and r.model == "lif"]
     assert hidden == widths
     inh = [r.size for n, r in g.nodes(ir.Population) if r.sign == "inh"]
     assert inh == [w // 4 for w in widths] + [10 // 4]
+    ours = load_graph(SPECS / "mlp.ei", depth=depth)   # paper = false: one readout interneuron per class
+    assert [r.size for n, r in ours.nodes(ir.Population) if r.sign == "inh"] == [w // 4 for w in widths] + [10]
     wide = load_graph(SPECS / "mlp.ei", depth=depth, min_width=300)
     hidden = [r.size for n, r in wide.nodes(ir.Population) if r.sign == "exc" and r.model == "lif"]
     assert hidden == [max(w, 300) for w in widths]
@@ -76,7 +81,7 @@ def test_ir_round_trips_through_json():
 
 
 def test_set_overrides_reach_every_layer():
-    g = load_graph(SPECS / "mlp.ei", sets={"ratio": "2", "T": "8"})
+    g = load_graph(SPECS / "mlp.ei", sets={"ratio": "2", "T": "8", "paper": "true"})
     assert [r.size for _, r in g.nodes(ir.Population) if r.sign == "inh"] == [250, 250, 150, 5]
     assert g.node("input").T == 8
 
