@@ -539,7 +539,7 @@ SILENT, SATURATED, LOW_ENTROPY, ILL_CONDITIONED = 0.01, 0.9, 0.5, 1e4
 def health_flags(rates: dict, spectra_: dict | None) -> list[dict[str, str]]:
     flags = []
     for name, r in rates.items():
-        if r["model"] == "current":
+        if r["rate"] is None:   # current and linear populations pass a value on, not a rate
             continue
         if r["rate"] < SILENT:
             flags.append({"population": name, "flag": "silent", "why": f"rate {r['rate']:.4f} < {SILENT}"})
