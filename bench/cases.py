@@ -30,10 +30,11 @@ class Case:
     classes: int = 10
 
 
+# The paper's circuit (paper = true): the cases are measured against the reference implementation.
 CASES = {
-    "vgg8": Case("vgg8", "E-I VGG-8", "vgg.ei", {"depth": 8}, 16, (3, 32, 32)),
-    "resnet18": Case("resnet18", "E-I ResNet-18", "resnet.ei", {"depth": 18}, 4, (3, 32, 32)),
-    "mlp8": Case("mlp8", "E-I MLP-8", "mlp.ei", {"depth": 8}, 128, (1, 28, 28)),
+    "vgg8": Case("vgg8", "E-I VGG-8", "vgg.ei", {"depth": 8, "paper": True}, 16, (3, 32, 32)),
+    "resnet18": Case("resnet18", "E-I ResNet-18", "resnet.ei", {"depth": 18, "paper": True}, 4, (3, 32, 32)),
+    "mlp8": Case("mlp8", "E-I MLP-8", "mlp.ei", {"depth": 8, "paper": True}, 128, (1, 28, 28)),
 }
 
 # Models of one case: "ei" (eager), "ei_plain" (eager with the plain autograd formulas, i.e. eidsl

@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = eidsl.build(ROOT / "specs" / "mlp.ei", depth=4)
+    net = eidsl.build(ROOT / "specs" / "mlp.ei", depth=4, paper=True)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
     eidsl.ei_init(net, x)
     optimisers = {"adam": torch.optim.Adam(net.parameters(), lr=1e-4),

@@ -92,14 +92,14 @@ def measure(spec: str, batch: int, **params) -> dict:
 
 
 CONFIGS = [
-    ("specs/mlp.ei", 1024, {"family": "ei"}),
+    ("specs/mlp.ei", 1024, {"family": "ei", "paper": True}),
     ("specs/mlp.ei", 1024, {"family": "bn"}),
     ("specs/mlp.ei", 1024, {"family": "plain"}),
-    ("specs/mlp.ei", 256, {"family": "ei", "depth": 8, "T": 8}),
-    ("specs/vgg.ei", 16, {"family": "ei"}),
+    ("specs/mlp.ei", 256, {"family": "ei", "depth": 8, "T": 8, "paper": True}),
+    ("specs/vgg.ei", 16, {"family": "ei", "paper": True}),
     ("specs/vgg.ei", 16, {"family": "bn"}),
     ("specs/vgg.ei", 16, {"family": "plain"}),
-    ("specs/resnet.ei", 8, {"family": "ei"}),
+    ("specs/resnet.ei", 8, {"family": "ei", "paper": True}),
 ]
 
 

@@ -14,7 +14,7 @@ from eidsl.cli import app
 
 
 def test_floor_has_the_e_i_networks_fused_projections_and_trains():
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, T=2)
+    net = eidsl.build(SPECS / "mlp.ei", depth=2, T=2, paper=True)
     floor = Floor(net)
     projects = [s for s in net.plan.steps if s.op == "project"]
     assert len(floor.fused) == len(projects) == 2
@@ -29,7 +29,7 @@ def test_floor_has_the_e_i_networks_fused_projections_and_trains():
 def test_step_flops_count_every_product_of_the_circuit():
     from bench.cases import Case, Setup, batch_for, build, train_step
     from bench.run import step_gflop
-    case = Case("mlp2", "E-I MLP-2", "mlp.ei", {"depth": 2}, 4, (1, 8, 8))
+    case = Case("mlp2", "E-I MLP-2", "mlp.ei", {"depth": 2, "paper": True}, 4, (1, 8, 8))
     setup = Setup(T=2)
     x, y = batch_for(case, setup)
     rows = 2 * 4                                          # T * batch
@@ -70,7 +70,7 @@ def test_targets_show_the_spread_of_each_time_ratio_over_repetitions():
 
 
 def test_fused_ops_under_bf16_autocast_match_the_plain_forward():
-    net = eidsl.build(SPECS / "mlp.ei", depth=2, T=2)
+    net = eidsl.build(SPECS / "mlp.ei", depth=2, T=2, paper=True)
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     eidsl.ei_init(net, x)
     outs = []
