@@ -172,40 +172,30 @@ def ei_init(net: Network, batch: torch.Tensor, seed: int = 2025, reduce: Reducer
     def standardise(step, env) -> None:
         """unit_std / zero_mean: rescale the population's gain and bias from its current on this batch,
         and the current itself in place, so later layers' E-I Init measures what they will receive."""
-        name = step.ins[0]
-        gain = next((p for p, s in specs.items() if s.node == step.node and s.init.rule == "unit_std"), None)
-        bias = next((p for p, s in specs.items() if s.node == step.node and s.init.rule == "zero_mean"), None)
+        own = {s.init.rule: p for p, s in specs.items() if s.node == step.node}
+        gain, bias = own.get("unit_std"), own.get("zero_mean")
         if gain is None and bias is None:
             return
-        current = env[name]
+        current = env[step.ins[0]]
         mean, std = per_neuron(current, reduce)
+        # I_int = g_E r + b_E: a new gain scales I_int - b_E, a new bias shifts I_int.
+        b_E = next((p for p, s in specs.items() if s.node == step.node and s.role in ("b_E", "b")), None)
+        offset = net.tensor(b_E).double() if b_E is not None else torch.zeros_like(mean)
+        scale, shift = torch.ones_like(mean), torch.zeros_like(mean)
         if gain is not None:
             if bool((std == 0).any()):
-                silent = int((std == 0).sum())
-                raise InitError(f"unit_std: {silent} of {std.numel()} neurons of '{step.node}' get the same "
-                                "current for every sample of this batch, so no gain gives them std 1",
+                raise InitError(f"unit_std: {int((std == 0).sum())} of {std.numel()} neurons of '{step.node}' get "
+                                "the same current for every sample of this batch, so no gain gives them std 1",
                                 step.loc.span() if step.loc else None,
                                 hint="initialise on a larger or more varied batch, or give the gain a number")
             scale = 1.0 / std
             net.tensor(gain).mul_(scale.to(net.tensor(gain).dtype))
-            b = net.tensor(bias) if bias is not None else _bias_of(step.node)
-            offset = b.double() if b is not None else torch.zeros_like(mean)
-            mean = offset + (mean - offset) * scale   # the mean after the new gain
-        else:
-            scale = torch.ones_like(mean)
-            b = _bias_of(step.node)
-            offset = b.double() if b is not None else torch.zeros_like(mean)
-        shift = -mean if bias is not None else torch.zeros_like(mean)
         if bias is not None:
+            shift = -(offset + (mean - offset) * scale)      # minus the mean after the new gain
             net.tensor(bias).add_(shift.to(net.tensor(bias).dtype))
-        # I_int' = offset + (I_int - offset) * scale + shift, per neuron (channels on dim 1).
-        view = (1, -1) + (1,) * (current.dim() - 2)
+        view = (1, -1) + (1,) * (current.dim() - 2)          # per neuron, channels on dim 1
         o, sc, sh = (v.to(current.dtype).view(view) for v in (offset, scale, shift))
         current.sub_(o).mul_(sc).add_(o + sh)
-
-    def _bias_of(node: str):
-        path = next((p for p, s in specs.items() if s.node == node and s.role == "b_E"), None)
-        return net.tensor(path) if path is not None else None
 
     def hook(step, env):
         if step.op == "project":
