@@ -85,3 +85,15 @@ def ei_output(x, P: dict, W_EI) -> torch.Tensor:
 
 def readout(current: torch.Tensor, T: int) -> torch.Tensor:
     return current.reshape(T, -1, current.shape[-1]).mean(0)
+
+
+def leaves(net, fan_in: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Detached copies of the network's parameters to feed these formulas, each gradient divided by
+    its fan-in where `fan_in` names it (E-I Prop's W_EI / d)."""
+    out = {}
+    for name, p in net.named_parameters():
+        leaf = p.detach().clone().requires_grad_(True)
+        if name in fan_in:
+            leaf.register_hook(lambda g, d=fan_in[name]: g / d)
+        out[name] = leaf
+    return out

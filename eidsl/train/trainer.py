@@ -57,7 +57,6 @@ __all__ = ["Trainer", "make_scheduler", "Interrupted", "NonFiniteError", "Traini
 HealthError = health.HealthError
 
 HIST_SAMPLES = 256
-DATA_DEPENDENT_INITS = ir.DATA_DEPENDENT
 
 
 class RunInUse(EidslError):
@@ -162,7 +161,7 @@ class Trainer:
         self.meter = metrics.EpochMeter()
         self.epoch_seconds = 0.0
         self.circuit = CircuitMonitor(self.run, cfg.circuit_every, enabled=self.world.main)
-        self.needs_init = any(s.init.rule in DATA_DEPENDENT_INITS for s in self.net.param_specs.values())
+        self.needs_init = any(s.init.data_dependent for s in self.net.param_specs.values())
         self.populations = monitor.populations(self.net)
         self.warned: set[str] = set()     # health warnings already printed (each is printed once per run)
         self._last_x: torch.Tensor | None = None   # the epoch's last batch, for the health check

@@ -49,16 +49,6 @@ def perturb(net, gen, silent_row: str | None = None) -> None:
             net.get_parameter(silent_row)[0].zero_()
 
 
-def leaves(net, fan_in: dict[str, int]) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, p in net.named_parameters():
-        leaf = p.detach().clone().requires_grad_(True)
-        if name in fan_in:
-            leaf.register_hook(lambda g, d=fan_in[name]: g / d)
-        out[name] = leaf
-    return out
-
-
 def assert_same_gradients(net, ref: dict[str, torch.Tensor], expected_used: int) -> None:
     used = 0
     for name, p in net.named_parameters():
@@ -84,7 +74,7 @@ def test_mlp_gradients_match_the_paper_formulas():
 
     F.cross_entropy(net(x), labels).backward()
 
-    P = leaves(net, {"layer_1.E.W_EI": 64, "classifier_1.O.W_EI": 500})
+    P = pm.leaves(net, {"layer_1.E.W_EI": 64, "classifier_1.O.W_EI": 500})
     h = x.flatten(1).repeat(T, 1)
     L1 = {k: P[v] for k, v in layer("layer_1").items()}
     s = pm.ei_layer(h, L1, 64, T, W_EI=L1["W_EI"])
@@ -113,7 +103,7 @@ def test_conv_gradients_match_the_paper_formulas(tmp_path):
     F.cross_entropy(net(x), labels).backward()
 
     fan = {"ei_layer_1.E.W_EI": 18, "ei_layer_2.E.W_EI": 72, "ei_readout_1.O.W_EI": 32}
-    P = leaves(net, fan)
+    P = pm.leaves(net, fan)
     h = x.repeat(T, 1, 1, 1)
     L1 = {k: P[v] for k, v in layer("ei_layer_1").items()}
     s1 = pm.ei_layer(h, L1, 18, T, conv=(1, 1), W_EI=L1["W_EI"])

@@ -38,16 +38,6 @@ def build(tmp_path, text):
     return eidsl.build(spec, include=[MOTIFS]).double()
 
 
-def leaves(net, fan_in):
-    out = {}
-    for name, p in net.named_parameters():
-        leaf = p.detach().clone().requires_grad_(True)
-        if name in fan_in:
-            leaf.register_hook(lambda g, d=fan_in[name]: g / d)
-        out[name] = leaf
-    return out
-
-
 def compare(net, P, logits, labels, x):
     F.cross_entropy(net(x), labels).backward()
     F.cross_entropy(logits, labels).backward()
@@ -77,7 +67,7 @@ def test_recurrent_inhibition_from_the_previous_step(tmp_path):
     labels = torch.randint(0, 8, (B,), generator=gen)
 
     name = "recurrent_inhibition_loop_1"
-    P = leaves(net, {f"{name}.E.W_EI": 12, "ei_readout_1.O.W_EI": 12})
+    P = pm.leaves(net, {f"{name}.E.W_EI": 12, "ei_readout_1.O.W_EI": 12})
     I_EE = (x.flatten(1) @ P[f"{name}.E.W_EE"].t())
     v, s_E, spikes, inhibited = torch.zeros(B, 12, dtype=x.dtype), None, [], []
     for t in range(T):
@@ -107,7 +97,7 @@ def test_self_excitation_through_a_delay(tmp_path):
     labels = torch.randint(0, 3, (B,), generator=gen)
     with torch.no_grad():
         net.get_parameter("E.W").mul_(3)
-    P = leaves(net, {})
+    P = pm.leaves(net, {})
     drive = x.flatten(1) @ P["E.W"].t()
     v, s, spikes = torch.zeros(B, 10, dtype=x.dtype), torch.zeros(B, 10, dtype=x.dtype), []
     for t in range(T):
