@@ -386,18 +386,29 @@ def _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, T, decay, theta, soft, 
     return spikes, a, h
 
 
-def _circuit_lif_backward(grad, a, h, s_I, W, g_I, g_E, cfg, mixed_dtype, need):
-    """dL/d(I_EE, s_I, W_EI, g_I, g_E, b_E) from dL/d spikes; `need` flags which to compute."""
+def _circuit_lif_backward(grad, saved: dict, s_I, W, g_I, g_E, cfg, mixed_dtype, need):
+    """dL/d(I_EE, s_I, W_EI, g_I, g_E, b_E) from dL/d spikes; `need` flags which to compute.
+
+    `saved` holds a and h, and is emptied here: each E-sized tensor is freed as soon as it has been
+    read (h after the LIF's backward, a after the integration's), where the caller passes the only
+    references (CircuitLIF, unless the graph is kept for another backward)."""
     need_EE, need_s, need_W, need_gI, need_gE, need_b = need
     # Two kernels, the LIF's first: one fused backward kernel is no faster, and its temporaries,
     # alive beside the recomputed divisor, raised the step's peak by 10 MB (VGG-8).
-    grad_int = (kernels.lif_backward if kernels.active() else lif_backward)(grad, h, *cfg)
+    grad_int = (kernels.lif_backward if kernels.active() else lif_backward)(grad, saved.pop("h"), *cfg)
     P_div = _recomputed_divisor(s_I, W, g_I, mixed_dtype)
-    ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
+    ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, saved.pop("a"), P_div, g_E, need_gE, need_b)
     del P_div, grad_int
     grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
     return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
             (grad_b if need_b else None))
+
+
+def _keeps_graph() -> bool:
+    """Whether the running backward keeps the graph (retain_graph=True): then what the layer saved
+    must survive it. Private in torch, hence guarded; unknown counts as kept."""
+    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if keep is None else bool(keep())
 
 
 def _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha):
@@ -417,15 +428,23 @@ class CircuitLIF(Function):
     def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron):
         cfg = _lif_settings(*neuron)
         spikes, a, h = _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, *cfg[:5])
-        ctx.save_for_backward(a, h, s_I, W_EI, g_I, g_E)
+        ctx.save_for_backward(s_I, W_EI, g_I, g_E)
+        # a and h are the layer's own intermediates, neither input nor output, so they may live on ctx
+        # (no reference cycle): the backward then drops each as soon as it is read, which saved tensors
+        # cannot do (they live until the backward returns). In VGG-8's first layer each is 16.8 MB,
+        # and the step's peak is there.
+        ctx.a, ctx.h = a, h
         ctx.mixed_dtype = a.dtype
         ctx.cfg = cfg
         return spikes
 
     @staticmethod
     def backward(ctx, grad):
-        a, h, s_I, W, g_I, g_E = ctx.saved_tensors
-        grads = _circuit_lif_backward(grad, a, h, s_I, W, g_I, g_E, ctx.cfg, ctx.mixed_dtype,
+        s_I, W, g_I, g_E = ctx.saved_tensors
+        saved = {"a": ctx.a, "h": ctx.h}
+        if not _keeps_graph():
+            del ctx.a, ctx.h
+        grads = _circuit_lif_backward(grad, saved, s_I, W, g_I, g_E, ctx.cfg, ctx.mixed_dtype,
                                       ctx.needs_input_grad[:6])
         return grads + (None,) * 8
 
@@ -457,7 +476,7 @@ def circuit_lif_backward_op(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor
                             alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    torch.Tensor, torch.Tensor]:
     cfg = _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
-    return _circuit_lif_backward(grad, a, h, s_I, W_EI, g_I, g_E, cfg, a.dtype, (True,) * 6)
+    return _circuit_lif_backward(grad, {"a": a, "h": h}, s_I, W_EI, g_I, g_E, cfg, a.dtype, (True,) * 6)
 
 
 @circuit_lif_backward_op.register_fake

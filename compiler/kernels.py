@@ -3,10 +3,18 @@
 In eager PyTorch every elementwise op is one pass over memory, and an E-I layer has
 many: the integration, the min-positive divisor, the LIF's T steps, each again in the
 backward. On a CPU these passes, not the convolutions' arithmetic, decide the cost of
-the circuit. The bodies below are plain functional formulas; torch.compile (inductor)
-turns each into one or two fused loops over memory. They are compiled once per tensor
-rank, dtype and device, with dynamic sizes, so every layer of a network shares them
-(a few seconds the first time, then cached on disk by inductor).
+the circuit. The bodies below are plain functional formulas; inductor turns each into
+one or two fused loops over memory.
+
+On a CPU each body is exported once per signature (tensor ranks, dtypes, which sizes are
+0 or 1, the integer/bool/string arguments' values), with every other size dynamic and
+every float argument a run-time input, and compiled ahead of time into a shared library
+(AOTInductor) kept in `<inductor cache>/eidsl-kernels/`. A later process loads it in
+milliseconds: `torch.compile` would trace every body again in every process (~0.7-2 s
+each, seconds before the first batch). The file's name hashes what decides the code:
+the body's module source and closure, the signature, torch's version and the CPU's
+instruction set, so an edited body or another machine never loads a stale library.
+On other devices the bodies go through `torch.compile` (dynamic sizes), as before.
 
 The hand-written Functions of fused.py call them when `active()`; otherwise (no C
 compiler, `EIDSL_KERNELS=eager`, `use_kernels(False)`) they run their own in-place eager
@@ -16,9 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
+import hashlib
+import inspect
 import logging
 import math
 import os
+import re
+import tempfile
 import warnings
 
 import torch
@@ -52,99 +65,160 @@ def on_cold_compile(notice) -> None:
     _NOTICE = notice
 
 
-def _marker(body, signature) -> str:
-    """A file beside inductor's cache saying that `body` was compiled for `signature`: inductor's own
-    cache keys are not public, and clearing its folder clears these too."""
-    import hashlib
+def _say_cold() -> None:
+    global _NOTICE
+    if _NOTICE is not None:
+        notice, _NOTICE = _NOTICE, None
+        notice()
 
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-    key = hashlib.sha256(repr((torch.__version__, body.__qualname__, signature)).encode()).hexdigest()[:24]
-    return os.path.join(cache_dir(), "eidsl-kernels", key)
+
+def cache_folder() -> str:
+    """Where the compiled kernels live: in inductor's cache folder, so clearing it clears them too.
+    Inductor's rule, restated: importing its module imports dynamo (1.2 s), which a warm run never needs
+    (tests/compiler/test_kernels.py checks the two agree)."""
+    root = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if root is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, ModuleNotFoundError, OSError):
+            user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+        root = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+    return os.path.join(os.path.abspath(root), "eidsl-kernels")
 
 
 def _compile_failures() -> tuple[type[BaseException], ...]:
-    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._dynamo.exc import BackendCompilerFailed, TorchRuntimeError, Unsupported, UserError
     from torch._inductor.exc import CppCompileError, InductorError
-    return BackendCompilerFailed, CppCompileError, InductorError, OSError
+    return (BackendCompilerFailed, CppCompileError, InductorError, OSError, RuntimeError, TorchRuntimeError,
+            Unsupported, UserError)
 
 
-try:   # (private, hence guarded: without it every call takes the slow path)
-    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as _cache_entries
-except ImportError:
-    _cache_entries = None
-
-
-def _has_compiled_entries(body) -> bool:
-    """False once torch._dynamo.reset() has dropped `body`'s compiled code."""
-    return _cache_entries is not None and len(_cache_entries(body.__code__)) > 0
+def _layout(t: torch.Tensor) -> str:
+    """The layout a library is compiled for: channels-last stays channels-last (the outputs follow it);
+    any other strided tensor is copied to contiguous first."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    return "contiguous"
 
 
 def _signature(args) -> tuple:
-    """What the kernels' compiled entries specialise on: torch's thread count (a global dynamo guards
-    on), each tensor's rank, dtype, device, contiguity and which sizes are 0 or 1; every other
-    argument's value. A call that matches a served signature but fails a finer guard (another stride
-    order) is still correct: dynamo then compiles, with its default settings."""
-    return (torch.get_num_threads(),) + tuple(
-        (a.dim(), a.dtype, a.device, a.is_contiguous(), tuple(n < 2 for n in a.shape))
-        if isinstance(a, torch.Tensor) else a for a in args)
+    """What a compiled library specialises on: each tensor's rank, dtype, device, layout and which
+    sizes are 0 or 1; every non-float argument's value. Floats are run-time inputs (as dynamo
+    treats them), so a sweep over tau or theta reuses one library."""
+    return tuple(
+        (a.dim(), a.dtype, a.device, _layout(a), tuple(n < 2 for n in a.shape))
+        if isinstance(a, torch.Tensor) else float if isinstance(a, float) else a for a in args)
+
+
+@functools.cache
+def _source_digest(filename: str) -> str:
+    with open(filename, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _library_path(body, signature) -> str:
+    """The library's file: a hash of everything that decides its code. The body's module text stands
+    for the body and the helpers it calls (every kernel keeps its helpers in its own module)."""
+    cells = tuple(c.cell_contents for c in body.__closure__ or ())
+    key = repr((torch.__version__, torch.backends.cpu.get_cpu_capability(), body.__module__, body.__qualname__,
+                _source_digest(inspect.getsourcefile(body)), cells, signature))
+    return os.path.join(cache_folder(), hashlib.sha256(key.encode()).hexdigest()[:32] + ".pt2")
+
+
+def _inputs(args) -> list[torch.Tensor]:
+    """The library's inputs: the tensors in the layout they were exported in (the compiled code
+    computes every stride from the sizes and that layout) and each float as a 0-d float64 tensor,
+    which rounds into the arithmetic as the Python float does."""
+    return [(a if _layout(a) == "channels_last" else a.contiguous()) if isinstance(a, torch.Tensor)
+            else torch.tensor(a, dtype=torch.float64) for a in args if isinstance(a, (torch.Tensor, float))]
+
+
+def _build(body, args, path: str) -> None:
+    """Export `body` for `args`' signature (sizes dynamic) and compile it ahead of time into `path`."""
+    tensors = _inputs(args)
+
+    class Body(torch.nn.Module):
+        def forward(self, *inputs):
+            given = iter(inputs)
+            return body(*(next(given) if isinstance(a, (torch.Tensor, float)) else a for a in args))
+
+    auto = torch.export.Dim.AUTO
+    shapes = (tuple({d: auto for d in range(t.dim())} for t in tensors),)
+    # No duck sizing: a layer whose channel count equals its batch must not make the two one size.
+    with torch.fx.experimental._config.patch(use_duck_shape=False):
+        program = torch.export.export(Body(), tuple(tensors), dynamic_shapes=shapes)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix=".pt2", dir=os.path.dirname(path))
+    os.close(fd)
+    # Dynamic threads: inductor decides whether a loop runs in parallel from the sizes it is
+    # compiled for; this way every loop nest gets a parallel region and OpenMP sizes it at run time
+    # (an entry compiled for a test's tiny tensors once ran VGG-8's layers on one thread).
+    try:
+        with torch._inductor.config.patch({"cpp.dynamic_threads": True}):
+            torch._inductor.aoti_compile_and_package(program, package_path=partial)
+        os.replace(partial, path)        # atomic: a process beside this one never loads half a file
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+
+
+def _load(path: str):
+    """The library at `path` as a function of `_inputs(args)`, returning what the body returns."""
+    from torch.utils._pytree import tree_unflatten, treespec_loads
+    runner = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
+    returns = treespec_loads(runner.get_call_spec()[1])
+    return lambda inputs: tree_unflatten(runner.run(inputs), returns)
 
 
 def kernel(body):
     """`body`, compiled on first use; if compiling fails, kernels are switched off (once, with a
     warning) and the callers fall back to their eager code from then on."""
-    compiled = None
-    served = set()          # signatures a compiled entry already serves
+    libraries = {}          # signature -> the loaded library's run
+    compiled = None         # torch.compile of body, off the CPU
+
+    def fail(error, args):
+        global _ACTIVE
+        _ACTIVE = False
+        warnings.warn(f"eidsl: compiled kernels unavailable ({type(error).__name__}: {str(error)[:200]}); "
+                      "using the eager path (set EIDSL_KERNELS=eager to skip the attempt)",
+                      RuntimeWarning, stacklevel=3)
+        return body(*args)
 
     @functools.wraps(body)
     def run(*args):
-        global _ACTIVE, _NOTICE
         nonlocal compiled
         if _get_current_dispatch_mode() is not None:
-            return body(*args)          # dynamo refuses to run under a user's dispatch mode (FlopCounterMode, ...)
+            return body(*args)          # under a user's dispatch mode (FlopCounterMode, ...) the formulas run as they are
+        # The kernels run detached and below autograd: their callers, autograd Functions and custom
+        # ops, own the gradients.
         detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-        # The kernels run detached and below autograd (their callers, autograd Functions and custom
-        # ops, own the gradients): the tensors then look the same to dynamo's guards from an eager
-        # Function, a custom op and its backward, and one compiled entry serves all three.
-        signature = _signature(args)
-        if signature in served:
-            if _has_compiled_entries(body):
-                # Dynamo's settings below matter only when it compiles; entering them costs
-                # ~100 us, as much as the kernel on a small layer.
-                with torch._C._AutoDispatchBelowADInplaceOrView():
+        device = next(a.device for a in detached if isinstance(a, torch.Tensor))
+        if device.type != "cpu":
+            if compiled is None:
+                compiled = torch.compile(body, dynamic=True, fullgraph=True)
+            with torch.fx.experimental._config.patch(use_duck_shape=False), \
+                    torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096), \
+                    torch._C._AutoDispatchBelowADInplaceOrView():
+                try:
                     return compiled(*detached)
-            served.clear()              # dynamo was reset: nothing compiled serves anything now
-        if compiled is None:
-            # Inductor's C++ toolchain probe warns about CUDA_HOME on CPU-only machines: not news to a user.
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-            compiled = torch.compile(body, dynamic=True, fullgraph=True)
-        # No duck sizing: a layer whose channel count equals the batch must not get its own
-        # specialisation, so one entry serves every layer.
-        # Dynamic threads: inductor decides whether a loop runs in parallel from the sizes of the
-        # first call, and its on-disk cache does not key on sizes, so an entry first compiled for
-        # tiny tensors (a test, a small layer) ran every later layer on one thread: VGG-8's layer-1
-        # circuit backward took 10.8 ms instead of 5.3 with two threads. This way every loop nest
-        # gets a parallel region and OpenMP sizes it at run time.
-        marker = _marker(body, signature)
-        if _NOTICE is not None and not os.path.exists(marker):
-            notice, _NOTICE = _NOTICE, None
-            notice()
-        with torch.fx.experimental._config.patch(use_duck_shape=False), \
-                torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096), \
-                torch._inductor.config.patch({"cpp.dynamic_threads": True}), \
-                torch._C._AutoDispatchBelowADInplaceOrView():
+                except _compile_failures() as error:
+                    return fail(error, args)
+        signature = _signature(detached)
+        library = libraries.get(signature)
+        if library is None:
+            path = _library_path(body, signature)
             try:
-                out = compiled(*detached)
+                if not os.path.exists(path):
+                    _say_cold()
+                    # Inductor's C++ toolchain probe warns about CUDA_HOME on CPU-only machines: not news.
+                    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+                    with torch._C._DisableAutocast():
+                        _build(body, detached, path)
+                library = libraries[signature] = _load(path)
             except _compile_failures() as error:
-                _ACTIVE = False
-                warnings.warn(f"eidsl: compiled kernels unavailable ({type(error).__name__}); "
-                              "using the eager path (set EIDSL_KERNELS=eager to skip the attempt)",
-                              RuntimeWarning, stacklevel=2)
-                return body(*args)
-        with contextlib.suppress(OSError):
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-            open(marker, "a").close()
-        served.add(signature)
-        return out
+                return fail(error, args)
+        with torch._C._AutoDispatchBelowADInplaceOrView():
+            return library(_inputs(detached))
     run.body = body
     return run
 

@@ -106,17 +106,30 @@ def test_the_network_fuses_each_standard_layer_and_keeps_its_values():
         assert torch.allclose(a, c, rtol=1e-4, atol=1e-5)
 
 
+def _fresh_constant() -> float:
+    """A constant of this run: a body closing over it has no library in the cache yet."""
+    return 1 + time.time_ns() % 1_000_003 / 1e6
+
+
+def _count_builds(monkeypatch, tmp_path) -> list:
+    """Builds from here on, recorded, into a folder of the test's own (fresh constants, fresh files)."""
+    monkeypatch.setattr(kernels, "cache_folder", lambda: str(tmp_path))
+    built = []
+    build = kernels._build
+    monkeypatch.setattr(kernels, "_build", lambda body, args, path: (built.append(path), build(body, args, path)))
+    return built
+
+
 def test_a_missing_compiler_falls_back_to_the_eager_path_once(monkeypatch):
-    def broken_compile(fn, **kwargs):
-        def run(*args):
-            raise OSError("gcc: command not found")
-        return run
+    def no_compiler(body, args, path):
+        raise OSError("gcc: command not found")
 
     monkeypatch.setattr(kernels, "_ACTIVE", True)
-    monkeypatch.setattr(kernels.torch, "compile", broken_compile)
-    doubled = kernels.kernel(lambda x: x * 2)
+    monkeypatch.setattr(kernels, "_build", no_compiler)
+    offset = _fresh_constant()
+    doubled = kernels.kernel(lambda x: x * offset)
     with pytest.warns(RuntimeWarning, match="compiled kernels unavailable"):
-        assert torch.equal(doubled(torch.ones(3)), torch.full((3,), 2.0))
+        assert torch.equal(doubled(torch.ones(3)), torch.full((3,), offset))
     assert not kernels.active()
     # The Functions now take their own eager code, with the same results.
     current = torch.rand(4, 3, generator=torch.Generator().manual_seed(0)) * 2
@@ -124,38 +137,67 @@ def test_a_missing_compiler_falls_back_to_the_eager_path_once(monkeypatch):
     assert torch.equal(spikes, fused.lif_forward(current, 2, 0.5, 1.0, True, 0.0)[0])
 
 
-def test_one_compiled_entry_serves_every_size_of_a_kernel():
-    from torch._dynamo.utils import counters
-    torch._dynamo.reset()
-    counters.clear()
+def test_one_library_serves_every_size_thread_count_and_float_setting(monkeypatch, tmp_path):
+    built = _count_builds(monkeypatch, tmp_path)
+    offset = _fresh_constant()
+
+    def scaled_backward(grad, a, P_div, g_E, scale: float):
+        return kernels._integration_grads(grad * scale * offset, a, kernels.min_positive(P_div), g_E)
+
+    run = kernels.kernel(scaled_backward)
     gen = torch.Generator().manual_seed(0)
-    for n, c in ((6, 6), (12, 6), (8, 9), (20, 9)):        # first a channel count equal to the batch
-        grad, a, P = (torch.rand(n, c, generator=gen) for _ in range(3))
-        g_E = torch.rand(c, generator=gen)
-        got = kernels.circuit_backward(grad, a, P, g_E)
-        want = kernels.circuit_backward.body(grad, a, P, g_E)
-        for x, y in zip(got, want):
-            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
-    assert counters["stats"]["unique_graphs"] == 1
-    torch._dynamo.reset()
-
-
-def test_a_change_of_thread_count_recompiles_with_the_kernels_own_settings():
-    """Dynamo guards on torch's thread count. A served call after torch.set_num_threads used to
-    recompile with dynamo's defaults (limit 8 entries, then a hard failure under fullgraph): a
-    process that switched thread counts between runs (the test suite with EIDSL_KERNELS=compiled)
-    failed after a few layers' shapes."""
-    offset = 1 + time.time_ns() % 1_000_003 / 1e6   # a constant of this run: no cached entry serves the body
-    run = kernels.kernel(lambda x: x * offset)
     threads = torch.get_num_threads()
-    x = torch.rand(4, 3)
     try:
-        with torch._dynamo.config.patch(recompile_limit=1):    # as dynamo's default 8, reached at once
-            for n in (1, 2):
-                torch.set_num_threads(n)
-                torch.testing.assert_close(run(x), x * offset)
+        # first a channel count equal to the batch: the two sizes must stay two symbols
+        for i, (n, c) in enumerate(((6, 6), (12, 6), (8, 9), (20, 9), (1000, 300))):
+            torch.set_num_threads(1 + i % 2)
+            grad, a, P = (torch.rand(n, c, generator=gen) for _ in range(3))
+            g_E = torch.rand(c, generator=gen)
+            got = run(grad, a, P, g_E, 0.5 + i)
+            want = scaled_backward(grad, a, P, g_E, 0.5 + i)
+            for x, y in zip(got, want):
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
     finally:
         torch.set_num_threads(threads)
+    assert len(built) == 1
+    # Another rank, or a different integer setting, is another library.
+    run(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), torch.rand(3), 1.0)
+    assert len(built) == 2
+
+
+def test_the_library_file_names_what_decides_its_code():
+    x = torch.rand(4, 3)
+    sig = kernels._signature([x, 2, 0.5])
+    assert sig == kernels._signature([torch.rand(9, 7), 2, 0.25])          # sizes and float values: run time
+    assert sig != kernels._signature([torch.rand(9, 1), 2, 0.5])           # a size-1 dim is specialised
+    assert sig == kernels._signature([x.t(), 2, 0.5])                      # other strides: copied to contiguous
+    conv = torch.rand(2, 3, 4, 4)
+    assert kernels._signature([conv]) != kernels._signature([conv.contiguous(memory_format=torch.channels_last)])
+    assert sig != kernels._signature([x, 3, 0.5])                          # and every integer setting
+    a, b = 1.5, 2.5
+    first, second = (lambda v: v * a), (lambda v: v * b)
+    assert kernels._library_path(first, sig) != kernels._library_path(second, sig)   # a closure's value
+    assert kernels._library_path(first, sig) != kernels._library_path(
+        kernels.lif_forward.body, sig)
+
+
+def test_the_kernels_folder_is_in_inductors_cache_folder(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    for value in (None, str(tmp_path)):
+        if value is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", value)
+        want = Path(kernels.cache_folder())
+        assert want.name == "eidsl-kernels" and want.parent == Path(cache_dir())
+
+
+def test_a_non_contiguous_input_gives_the_formulas_values():
+    current = torch.rand(5, 12, generator=torch.Generator().manual_seed(3)).t() * 2     # (12, 5), transposed
+    assert not current.is_contiguous()
+    spikes, h = kernels.lif_forward(current, 3, 0.5, 1.0, True, 0.0)
+    want = kernels.lif_forward.body(current, 3, 0.5, 1.0, True, 0.0)
+    assert torch.equal(spikes, want[0]) and torch.equal(h, want[1])
 
 
 def test_a_compiled_network_runs_each_layer_as_one_op_on_the_eager_kernels():
@@ -181,25 +223,25 @@ def test_a_compiled_network_runs_each_layer_as_one_op_on_the_eager_kernels():
     torch._dynamo.reset()
 
 
-def test_a_kernel_first_compiled_for_tiny_tensors_still_runs_in_parallel():
-    """Inductor chooses serial or parallel loops from the sizes of the first call, and its on-disk
-    cache does not key on sizes: an entry first compiled for a test's tiny tensors used to run every
-    later layer on one thread (VGG-8's layer-1 circuit backward: 10.8 instead of 5.3 ms)."""
-    from torch._inductor.codecache import PyCodeCache
-    offset = 1 + time.time_ns() % 1_000_003 / 1e6   # a constant of this run: no cached entry serves the body
+def test_a_kernel_first_compiled_for_tiny_tensors_still_runs_in_parallel(monkeypatch, tmp_path):
+    """Inductor chooses serial or parallel loops from the sizes it compiles for: a kernel first
+    compiled for a test's tiny tensors used to run every later layer on one thread (VGG-8's layer-1
+    circuit backward: 10.8 instead of 5.3 ms)."""
+    import zipfile
+    built = _count_builds(monkeypatch, tmp_path)
+    offset = _fresh_constant()
 
     def shifted_row_max(x, y):
         return (x * y + offset).amax(1), x - y      # a row reduction and an elementwise output, both exact
 
     run = kernels.kernel(shifted_row_max)
-    loaded = {id(m) for m in PyCodeCache.modules}
     x, y = torch.rand(3, 5), torch.rand(3, 5)
     for got, want in zip(run(x, y), shifted_row_max(x, y)):
         torch.testing.assert_close(got, want)
-    sources = [Path(m.__file__).read_text() for m in PyCodeCache.modules if id(m) not in loaded]
-    kernels_cpp = [s for s in sources if "cpp_fused" in s]
-    assert kernels_cpp, "the body did not compile to a C++ kernel"
-    assert all("#pragma omp parallel" in s for s in kernels_cpp)
+    with zipfile.ZipFile(built[0]) as package:
+        sources = [package.read(n).decode() for n in package.namelist() if n.endswith("kernel.cpp")]
+    assert sources and "cpp_fused" in sources[0], "the body did not compile to a C++ kernel"
+    assert "#pragma omp parallel" in sources[0]
     big = torch.rand(64, 4096), torch.rand(64, 4096)
     for got, want in zip(run(*big), shifted_row_max(*big)):
         torch.testing.assert_close(got, want)
