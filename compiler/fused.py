@@ -9,7 +9,7 @@ what their backward needs:
     LIF             saves the membrane before the spike, h (one tensor over T)
     Circuit         the paper's whole layer (inhibition, min-positive STE, integration):
                     saves a = I_EE - I_sub and s_I, recomputes the divisor in the backward
-    CircuitLIF      Circuit followed by the E population's LIF, as one op (saves a, s_I, h)
+    CircuitLIF      Circuit followed by the E population's LIF, as one op (saves a, s_I; recomputes h)
     Project         the fused E->E/E->I product: saves the input, not the concatenated weight
     integrate       saves a and the stabilised divisor      } the same pieces one by one, for
     min-positive    saves nothing (identity backward: STE)  } circuits other than the paper's
@@ -376,29 +376,41 @@ class Circuit(Function):
 
 
 def _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, T, decay, theta, soft, v_reset):
-    """(spikes, a, h) of the standard circuit followed by its E population's LIF."""
+    """(spikes, a) of the standard circuit followed by its E population's LIF."""
     if kernels.active():
         P_div = pointwise(W_EI * g_I, s_I)
         return kernels.circuit_lif_forward(I_EE, pointwise(W_EI, s_I), P_div, g_E, b_E, T, decay, theta, soft,
                                            v_reset)
     I_int, a = _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E)
-    spikes, h = lif_forward(I_int, T, decay, theta, soft, v_reset)
-    return spikes, a, h
+    return lif_forward(I_int, T, decay, theta, soft, v_reset)[0], a
 
 
-def _circuit_lif_backward(grad, saved: dict, s_I, W, g_I, g_E, cfg, mixed_dtype, need):
+def _recomputed_membrane(a, D, g_E, b_E, cfg):
+    """The forward's h from a and the stabilised divisor: the eager forward's ops, in its order."""
+    I_int = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+    return lif_forward(I_int, *cfg[:5])[1]
+
+
+def _circuit_lif_backward(grad, saved: dict, s_I, W, g_I, g_E, b_E, cfg, mixed_dtype, need):
     """dL/d(I_EE, s_I, W_EI, g_I, g_E, b_E) from dL/d spikes; `need` flags which to compute.
 
-    `saved` holds a and h, and is emptied here: each E-sized tensor is freed as soon as it has been
-    read (h after the LIF's backward, a after the integration's), where the caller passes the only
-    references (CircuitLIF, unless the graph is kept for another backward)."""
+    The membrane h is not kept from the forward but recomputed from a and the recomputed divisor
+    (the same formulas, so the same bits): one E-sized tensor less per layer for the whole step,
+    and with the kernels it never exists at all (one pass: current, membrane, both backwards).
+    `saved` holds a and is emptied here, so a is freed as soon as it has been read where the caller
+    passes the only reference (CircuitLIF, unless the graph is kept for another backward)."""
     need_EE, need_s, need_W, need_gI, need_gE, need_b = need
-    # Two kernels, the LIF's first: one fused backward kernel is no faster, and its temporaries,
-    # alive beside the recomputed divisor, raised the step's peak by 10 MB (VGG-8).
-    grad_int = (kernels.lif_backward if kernels.active() else lif_backward)(grad, saved.pop("h"), *cfg)
     P_div = _recomputed_divisor(s_I, W, g_I, mixed_dtype)
-    ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, saved.pop("a"), P_div, g_E, need_gE, need_b)
-    del P_div, grad_int
+    if kernels.active():
+        ga, grad_D, grad_gE, grad_b = kernels.circuit_lif_backward(grad, saved.pop("a"), P_div, g_E, b_E, *cfg)
+    else:
+        a = saved.pop("a")
+        h = _recomputed_membrane(a, min_positive_(P_div), g_E, b_E, cfg)
+        grad_int = lif_backward(grad, h, *cfg)
+        del h
+        ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
+        del a, grad_int
+    del P_div
     grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
     return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
             (grad_b if need_b else None))
@@ -418,33 +430,32 @@ def _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
 class CircuitLIF(Function):
     """The standard circuit followed by the LIF of the same E population, as one op.
 
-    Same values as Circuit then LIF, and it saves what they save: a, s_I and the membrane h.
-    With the compiled kernels the forward is one pass over the layer: the integrated current
-    never exists as a tensor. (Recomputing h in the backward instead of keeping it was tried:
-    the step's peak is in the first layer's backward, where the recomputation's temporaries
-    cost more than the saved tensor.)"""
+    Same values as Circuit then LIF. It keeps a and s_I (as Circuit does), not the membrane:
+    the backward recomputes h from a and the divisor it recomputes anyway. With the compiled
+    kernels each direction is one pass over the layer: neither the integrated current nor the
+    membrane ever exists as a tensor."""
 
     @staticmethod
     def forward(ctx, I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron):
         cfg = _lif_settings(*neuron)
-        spikes, a, h = _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, *cfg[:5])
-        ctx.save_for_backward(s_I, W_EI, g_I, g_E)
-        # a and h are the layer's own intermediates, neither input nor output, so they may live on ctx
-        # (no reference cycle): the backward then drops each as soon as it is read, which saved tensors
-        # cannot do (they live until the backward returns). In VGG-8's first layer each is 16.8 MB,
+        spikes, a = _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, *cfg[:5])
+        ctx.save_for_backward(s_I, W_EI, g_I, g_E, b_E)
+        # a is the layer's own intermediate, neither input nor output, so it may live on ctx (no
+        # reference cycle): the backward then drops it as soon as it is read, which a saved tensor
+        # cannot do (it lives until the backward returns). In VGG-8's first layer it is 16.8 MB,
         # and the step's peak is there.
-        ctx.a, ctx.h = a, h
+        ctx.a = a
         ctx.mixed_dtype = a.dtype
         ctx.cfg = cfg
         return spikes
 
     @staticmethod
     def backward(ctx, grad):
-        s_I, W, g_I, g_E = ctx.saved_tensors
-        saved = {"a": ctx.a, "h": ctx.h}
+        s_I, W, g_I, g_E, b_E = ctx.saved_tensors
+        saved = {"a": ctx.a}
         if not _keeps_graph():
-            del ctx.a, ctx.h
-        grads = _circuit_lif_backward(grad, saved, s_I, W, g_I, g_E, ctx.cfg, ctx.mixed_dtype,
+            del ctx.a
+        grads = _circuit_lif_backward(grad, saved, s_I, W, g_I, g_E, b_E, ctx.cfg, ctx.mixed_dtype,
                                       ctx.needs_input_grad[:6])
         return grads + (None,) * 8
 
@@ -458,43 +469,43 @@ class CircuitLIF(Function):
 def circuit_lif_op(I_EE: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor, g_I: torch.Tensor,
                    g_E: torch.Tensor, b_E: torch.Tensor, T: int, tau: float, theta: float, reset: str,
                    v_reset: float, detach_reset: bool, surrogate: str,
-                   alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(spikes, a, h); a and h are what the backward needs."""
+                   alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(spikes, a); a (with s_I) is what the backward needs."""
     cfg = _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
     return _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, *cfg[:5])
 
 
 @circuit_lif_op.register_fake
 def _(I_EE, s_I, W_EI, g_I, g_E, b_E, *neuron):
-    return torch.empty_like(I_EE), torch.empty_like(I_EE), torch.empty_like(I_EE)
+    return torch.empty_like(I_EE), torch.empty_like(I_EE)
 
 
 @torch.library.custom_op("eidsl::circuit_lif_backward", mutates_args=())
-def circuit_lif_backward_op(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, s_I: torch.Tensor,
-                            W_EI: torch.Tensor, g_I: torch.Tensor, g_E: torch.Tensor, T: int, tau: float,
+def circuit_lif_backward_op(grad: torch.Tensor, a: torch.Tensor, s_I: torch.Tensor, W_EI: torch.Tensor,
+                            g_I: torch.Tensor, g_E: torch.Tensor, b_E: torch.Tensor, T: int, tau: float,
                             theta: float, reset: str, v_reset: float, detach_reset: bool, surrogate: str,
                             alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    torch.Tensor, torch.Tensor]:
     cfg = _lif_settings(T, tau, theta, reset, v_reset, detach_reset, surrogate, alpha)
-    return _circuit_lif_backward(grad, {"a": a, "h": h}, s_I, W_EI, g_I, g_E, cfg, a.dtype, (True,) * 6)
+    return _circuit_lif_backward(grad, {"a": a}, s_I, W_EI, g_I, g_E, b_E, cfg, a.dtype, (True,) * 6)
 
 
 @circuit_lif_backward_op.register_fake
-def _(grad, a, h, s_I, W_EI, g_I, g_E, *neuron):
+def _(grad, a, s_I, W_EI, g_I, g_E, b_E, *neuron):
     return (torch.empty_like(a), torch.empty_like(s_I), torch.empty_like(W_EI), torch.empty_like(g_I),
             torch.empty_like(g_E), torch.empty_like(g_E))
 
 
 def _save_for_circuit_lif_backward(ctx, inputs, output):
-    _, s_I, W_EI, g_I, g_E, _, *neuron = inputs
-    _, a, h = output
-    ctx.save_for_backward(a, h, s_I, W_EI, g_I, g_E)
+    _, s_I, W_EI, g_I, g_E, b_E, *neuron = inputs
+    _, a = output
+    ctx.save_for_backward(a, s_I, W_EI, g_I, g_E, b_E)
     ctx.neuron = neuron
 
 
-def _circuit_lif_op_backward(ctx, grad, grad_a, grad_h):
-    a, h, s_I, W_EI, g_I, g_E = ctx.saved_tensors
-    return (*circuit_lif_backward_op(grad, a, h, s_I, W_EI, g_I, g_E, *ctx.neuron),) + (None,) * 8
+def _circuit_lif_op_backward(ctx, grad, grad_a):
+    a, s_I, W_EI, g_I, g_E, b_E = ctx.saved_tensors
+    return (*circuit_lif_backward_op(grad, a, s_I, W_EI, g_I, g_E, b_E, *ctx.neuron),) + (None,) * 8
 
 
 circuit_lif_op.register_autograd(_circuit_lif_op_backward, setup_context=_save_for_circuit_lif_backward)

@@ -320,7 +320,46 @@ def lif_backward(grad, h, T: int, decay: float, theta: float, soft: bool, v_rese
 @kernel
 def circuit_lif_forward(I_EE, P_sub, P_div, g_E, b_E, T: int, decay: float, theta: float, soft: bool,
                         v_reset: float):
-    """Spikes of the E population, with what the backward needs: (spikes, a, h)."""
+    """Spikes of the E population and a = I_EE - I_sub, which with s_I is all the backward keeps:
+    (spikes, a). The membrane is recomputed there (circuit_lif_backward), by the same formulas."""
     I_int, a = circuit_forward.body(I_EE, P_sub, P_div, g_E, b_E)
-    spikes, h = lif_forward.body(I_int, T, decay, theta, soft, v_reset)
-    return spikes, a, h
+    spikes, _ = lif_forward.body(I_int, T, decay, theta, soft, v_reset)
+    return spikes, a
+
+
+@kernel
+def circuit_lif_backward(grad, a, P_div, g_E, b_E, T: int, decay: float, theta: float, soft: bool,
+                         v_reset: float, detach_reset: bool, surrogate: str, alpha: float):
+    """dL/dI_EE, dL/dI_div, dL/dg_E, dL/db_E from dL/d spikes. The integrated current and the membrane
+    are recomputed from a and the divisor in the same pass (the forward's formulas, so the same bits),
+    so no E-sized membrane is stored between the passes.
+
+    Written step by step, each output step assembled by one cat, not as lif_forward's and
+    lif_backward's stacked bodies: stacking made inductor keep four E-sized temporaries beside
+    the two outputs (VGG-8's layer-1 backward peaked 48 MB higher); this way one."""
+    D = min_positive(P_div)
+    g, b = channels(g_E, a), channels(b_E, a)
+    a_t, D_t, grad_t = (x.view(T, x.shape[0] // T, *x.shape[1:]) for x in (a, D, grad))
+    hs, v = [], None
+    for t in range(T):                                  # lif_forward's recurrence, on the recomputed current
+        h = a_t[t] * g / D_t[t] + b
+        if v is not None:
+            h = h + decay * v
+        v = h - theta * (h >= theta).to(h.dtype) if soft else torch.where(h >= theta, v_reset, h)
+        hs.append(h)
+    grad_int, later = [None] * T, None
+    for t in range(T - 1, -1, -1):                      # lif_backward's, from the last step back
+        sg = surrogate_grad(hs[t] - theta, surrogate, alpha)
+        g_t = sg * grad_t[t]
+        if later is not None:
+            if soft:
+                dvdh = 1.0 if detach_reset else 1 - theta * sg
+            else:
+                dvdh = (hs[t] < theta).to(h.dtype)
+                if not detach_reset:
+                    dvdh = dvdh + (v_reset - hs[t]) * sg
+            g_t = g_t + decay * later * dvdh
+        grad_int[t] = later = g_t
+    steps = [_integration_grads(grad_int[t], a_t[t], D_t[t], g_E) for t in range(T)]
+    return (torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps]),
+            sum(s[2] for s in steps), sum(s[3] for s in steps))

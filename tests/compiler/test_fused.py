@@ -357,23 +357,28 @@ def _circuit_lif_inputs(seed=0):
 NEURON = (2, 2.0, 1.0, "soft", 0.0, True, "sigmoid", 4.0)
 
 
-def test_circuit_lif_frees_the_membrane_before_the_integrations_backward(monkeypatch):
-    """The step's peak is in a layer's backward: h is dropped once the LIF's backward has read it,
-    a once the integration's has (each 16.8 MB in VGG-8's first layer)."""
+def test_circuit_lif_keeps_a_and_s_I_not_the_membrane_and_frees_a_mid_backward(monkeypatch):
+    """The step's peak is in a layer's backward: the membrane is recomputed there instead of kept for
+    the whole step, and a is dropped once the integration's backward has read it (each E-sized tensor
+    is 16.8 MB in VGG-8's first layer)."""
     import weakref
-    spikes = fused.CircuitLIF.apply(*_circuit_lif_inputs(), *NEURON)
+    inputs = _circuit_lif_inputs()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        spikes = fused.CircuitLIF.apply(*inputs, *NEURON)
+    assert all(any(t is x for x in inputs) for t in saved)         # parameters and s_I: nothing new
     node = spikes.grad_fn
-    h, a = weakref.ref(node.h), weakref.ref(node.a)
+    assert node.a.shape == inputs[0].shape and not hasattr(node, "h")
+    a = weakref.ref(node.a)
     seen = {}
-    integrate = fused._integration_backward
+    inhibition = fused._inhibition_backward
 
     def spy(*args):
-        seen["h alive"], seen["a alive"] = h() is not None, a() is not None
-        return integrate(*args)
-    monkeypatch.setattr(fused, "_integration_backward", spy)
+        seen["a alive"] = a() is not None
+        return inhibition(*args)
+    monkeypatch.setattr(fused, "_inhibition_backward", spy)
     spikes.sum().backward()
-    assert seen == {"h alive": False, "a alive": True}
-    assert a() is None
+    assert seen == {"a alive": False}
 
 
 def test_circuit_lif_backward_twice_with_a_kept_graph():
