@@ -397,23 +397,61 @@ def _circuit_lif_backward(grad, saved: dict, s_I, W, g_I, g_E, b_E, cfg, mixed_d
     The membrane h is not kept from the forward but recomputed from a and the recomputed divisor
     (the same formulas, so the same bits): one E-sized tensor less per layer for the whole step,
     and with the kernels it never exists at all (one pass: current, membrane, both backwards).
-    `saved` holds a and is emptied here, so a is freed as soon as it has been read where the caller
-    passes the only reference (CircuitLIF, unless the graph is kept for another backward)."""
+    `saved` holds a, popped here so that a is freed as soon as it has been read, and "owned": whether
+    the caller passed the only reference (CircuitLIF, unless the graph is kept for another backward),
+    so that a's buffer may be written over."""
     need_EE, need_s, need_W, need_gI, need_gE, need_b = need
-    P_div = _recomputed_divisor(s_I, W, g_I, mixed_dtype)
     if kernels.active():
-        ga, grad_D, grad_gE, grad_b = kernels.circuit_lif_backward(grad, saved.pop("a"), P_div, g_E, b_E, *cfg)
+        ga, grad_D, grad_gE, grad_b = _kernel_backward(grad, saved, s_I, W, g_I, g_E, b_E, cfg, mixed_dtype)
     else:
+        P_div = _recomputed_divisor(s_I, W, g_I, mixed_dtype)
         a = saved.pop("a")
         h = _recomputed_membrane(a, min_positive_(P_div), g_E, b_E, cfg)
         grad_int = lif_backward(grad, h, *cfg)
         del h
         ga, grad_D, grad_gE, grad_b = _integration_backward(grad_int, a, P_div, g_E, need_gE, need_b)
-        del a, grad_int
-    del P_div
+        del a, grad_int, P_div
     grad_s, grad_W, grad_gI = _inhibition_backward(ga, grad_D, s_I, W, g_I, need_s, need_W, need_gI)
     return ((ga if need_EE else None), grad_s, grad_W, grad_gI, (grad_gE if need_gE else None),
             (grad_b if need_b else None))
+
+
+# E-sized tensors above this size run the backward kernel over groups of samples (below it, one call).
+CHUNK_BYTES = 2 << 20
+
+
+def _kernel_backward(grad, saved: dict, s_I, W, g_I, g_E, b_E, cfg, mixed_dtype):
+    """The compiled backward of the layer: (dL/dI_EE, dL/dI_div, dL/dg_E, dL/db_E).
+
+    One call holds, beside the incoming gradient and a, the recomputed divisor, the two outputs and
+    one temporary of the kernel: six E-sized tensors, the step's peak in a large layer. Above
+    CHUNK_BYTES the samples go through in groups instead (the rows of every time step for those
+    samples, so each group is a whole LIF sequence): the divisor and the temporaries are a group's
+    size, and dL/dI_EE is written into a's own buffer as each group of a is consumed (where the
+    caller passed the only reference). VGG-8, batch 16, T = 4, first layer (16.8 MB per tensor):
+    six tensors -> about four. The groups cost two copies in and out of each E-sized tensor."""
+    a = saved.pop("a")
+    T = cfg[0]
+    n = a.shape[0] // T
+    groups = min(n, -(-a.numel() * a.element_size() // CHUNK_BYTES))
+    if groups <= 1:
+        P_div = _recomputed_divisor(s_I, W, g_I, mixed_dtype)
+        return kernels.circuit_lif_backward(grad, a, P_div, g_E, b_E, *cfg)
+    ga = a if saved.get("owned") else torch.empty_like(a)
+    grad_D = torch.empty_like(a)
+    sums = None
+    per_step = lambda x: x.unflatten(0, (T, n))      # noqa: E731
+    size = -(-n // groups)
+    for start in range(0, n, size):
+        rows = slice(start, min(start + size, n))
+        pick = lambda x: per_step(x)[:, rows].flatten(0, 1)     # noqa: E731  (a copy: not contiguous)
+        P_div = _recomputed_divisor(pick(s_I), W, g_I, mixed_dtype)
+        ga_rows, gD_rows, *group_sums = kernels.circuit_lif_backward(pick(grad), pick(a), P_div, g_E, b_E, *cfg)
+        del P_div
+        per_step(ga)[:, rows] = ga_rows.unflatten(0, (T, -1))
+        per_step(grad_D)[:, rows] = gD_rows.unflatten(0, (T, -1))
+        sums = group_sums if sums is None else [x + y for x, y in zip(sums, group_sums)]
+    return ga, grad_D, *sums
 
 
 def _keeps_graph() -> bool:
@@ -452,8 +490,8 @@ class CircuitLIF(Function):
     @staticmethod
     def backward(ctx, grad):
         s_I, W, g_I, g_E, b_E = ctx.saved_tensors
-        saved = {"a": ctx.a}
-        if not _keeps_graph():
+        saved = {"a": ctx.a, "owned": not _keeps_graph()}
+        if saved["owned"]:
             del ctx.a
         grads = _circuit_lif_backward(grad, saved, s_I, W, g_I, g_E, b_E, ctx.cfg, ctx.mixed_dtype,
                                       ctx.needs_input_grad[:6])

@@ -245,3 +245,27 @@ def test_a_kernel_first_compiled_for_tiny_tensors_still_runs_in_parallel(monkeyp
     big = torch.rand(64, 4096), torch.rand(64, 4096)
     for got, want in zip(run(*big), shifted_row_max(*big)):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["a-reused", "graph-kept"])
+def test_the_backward_in_sample_groups_gives_the_one_call_values(monkeypatch, kept):
+    """Large layers run the compiled backward over groups of samples, writing dL/dI_EE into a's buffer:
+    the same values (the channel sums add per group, so those to float rounding)."""
+    inputs = _layer_inputs((12, 8, 3, 3))           # T = 2: 6 samples
+    layer = lambda *xs: fused.CircuitLIF.apply(*xs, *NEURON.values())  # noqa: E731
+    whole = _run(layer, inputs)
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 12 * 8 * 9 * 4 // 3)     # three groups of two samples
+    calls = []
+    backward = kernels.circuit_lif_backward
+    monkeypatch.setattr(kernels, "circuit_lif_backward", lambda *a: (calls.append(a[0].shape[0]), backward(*a))[1])
+    out = layer(*inputs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    grouped = torch.autograd.grad(out, inputs, g, retain_graph=kept)
+    assert calls == [4, 4, 4]
+    assert torch.equal(out, whole[0])
+    for name, x, y in zip(("I_EE", "s_I", "W_EI", "g_I", "g_E", "b_E"), grouped, whole[1]):
+        assert (x - y).abs().max() <= 1e-6 * y.abs().max(), name       # exact but for the sums' order
+    if kept:                                        # a is intact: a second backward agrees
+        again = torch.autograd.grad(out, inputs, g)
+        for x, y in zip(again, grouped):
+            assert torch.equal(x, y)
