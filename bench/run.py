@@ -53,8 +53,9 @@ def run_case(key: str, setup: Setup, reps: int, compile: bool, mem: bool, before
     out: dict = {"title": case.title, "batch": setup.batch or case.batch, "T": setup.T}
     if compile:
         torch._dynamo.reset()
-        # The eager kernels (compiler/kernels.py, dynamo graphs of their own, run by the compiled
-        # network too) compile here, outside the network's compile time and graph count.
+        # The layer kernels (compiler/kernels.py: ahead-of-time libraries on a CPU, dynamo graphs of
+        # their own elsewhere; the compiled network runs them too) build or load here, outside the
+        # network's compile time and graph count.
         with autocast(setup):
             loss = F.cross_entropy(models["ei"][0](x).float(), y)
         loss.backward()

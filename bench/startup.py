@@ -57,6 +57,7 @@ def commands(tree: Path, run: Path) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     spec = str(tree / "specs" / "mlp.ei")
     return {
+        "import torch (the floor below eval)": ([py, "-c", "import torch"], {}),
         "import eidsl": ([py, "-c", "import eidsl"], {}),
         "eidsl eval RUN (digits)": ([py, "-m", "eidsl", "eval", str(run), "--threads", "1"], {}),
         "eidsl eval RUN, EIDSL_KERNELS=eager": ([py, "-m", "eidsl", "eval", str(run), "--threads", "1"],
