@@ -208,13 +208,18 @@ def kernel(body):
         if library is None:
             path = _library_path(body, signature)
             try:
-                if not os.path.exists(path):
+                try:
+                    library = _load(path) if os.path.exists(path) else None
+                except RuntimeError:
+                    library = None              # unreadable (a damaged file): built again below
+                if library is None:
                     _say_cold()
                     # Inductor's C++ toolchain probe warns about CUDA_HOME on CPU-only machines: not news.
                     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                     with torch._C._DisableAutocast():
                         _build(body, detached, path)
-                library = libraries[signature] = _load(path)
+                    library = _load(path)
+                libraries[signature] = library
             except _compile_failures() as error:
                 return fail(error, args)
         with torch._C._AutoDispatchBelowADInplaceOrView():

@@ -269,3 +269,14 @@ def test_the_backward_in_sample_groups_gives_the_one_call_values(monkeypatch, ke
         again = torch.autograd.grad(out, inputs, g)
         for x, y in zip(again, grouped):
             assert torch.equal(x, y)
+
+
+def test_a_damaged_library_file_is_built_again(monkeypatch, tmp_path):
+    built = _count_builds(monkeypatch, tmp_path)
+    offset = _fresh_constant()
+    x = torch.rand(5, 3)
+    kernels.kernel(lambda v: v * offset)(x)         # builds the library
+    Path(built[0]).write_bytes(b"not a library")
+    again = kernels.kernel(lambda v: v * offset)    # the same body in a new process: finds the damaged file
+    torch.testing.assert_close(again(x), x * offset)
+    assert built == [built[0], built[0]] and kernels.active()
