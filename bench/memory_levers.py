@@ -2,6 +2,7 @@
 in a fresh process (bench/step_memory.py), `--reps` times: min / median / max in MB.
 
     python -m bench.memory_levers [--case vgg8] [--T 4] [--reps 3]
+    python -m bench.memory_levers --over-T 1 2 4 8 16      (E-I and BN-SNN only, one process each)
 """
 from __future__ import annotations
 
@@ -22,7 +23,17 @@ def main(argv=None) -> None:
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--over-T", type=int, nargs="+", default=None, help="E-I and BN-SNN peak at each T")
     a = p.parse_args(argv)
+    if a.over_T:
+        print(f"{a.case}: peak step memory above weights and optimiser state, MB, by T")
+        for T in a.over_T:
+            r = {k: peak_mb(a.case, k, T=T, threads=a.threads) for k in ("ei", "bn")}
+            if any("error" in v for v in r.values()):
+                raise SystemExit(f"T={T}: {r}")
+            ei, bn = r["ei"]["peak_mb"], r["bn"]["peak_mb"]
+            print(f"  T={T:2d}  E-I {ei:7.1f}  BN-SNN {bn:7.1f}  E-I/BN {ei / bn:.2f}")
+        return
     mb = {k: [] for k in KINDS}
     for _ in range(a.reps):
         for k in KINDS:
