@@ -40,9 +40,35 @@ def build_graph(graph: ir.Graph, seed: int = 0) -> Network:
 def compile_network(model: torch.nn.Module) -> torch.nn.Module:
     """torch.compile for eidsl networks. Inductor's layout optimisation (conv activations turned
     channels-last inside the graph) is off: on CPU it made the compiled E-I VGG-8 step 1.17x the
-    eager one, against 0.85-0.96x without it (docs/performance.md)."""
+    eager one, against 0.85-0.96x without it (docs/performance.md).
+
+    A pass that changes nothing but whose uuid hashes the compiler's sources enters inductor's and
+    AOT autograd's cache keys: the traced graph calls eidsl's custom ops by name only, so without it a
+    network compiled by an older eidsl (whose ops returned other tensors) was loaded from the cache
+    and failed, or could have computed the old formulas."""
     import torch
-    return torch.compile(model, options={"layout_optimization": False})
+    return torch.compile(model, options={"layout_optimization": False,
+                                         "post_grad_custom_post_pass": _compiler_sources_pass()})
+
+
+def _compiler_sources_digest() -> bytes:
+    from torch._inductor.custom_graph_pass import get_hash_for_files
+
+    import eidsl_compiler
+    folder = Path(eidsl_compiler.__file__).parent
+    return get_hash_for_files(tuple(str(p) for p in sorted(folder.glob("*.py"))))
+
+
+def _compiler_sources_pass():
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class CompilerSources(CustomGraphPass):
+        def __call__(self, graph) -> None:
+            return None
+
+        def uuid(self) -> bytes:
+            return _compiler_sources_digest()
+    return CompilerSources()
 
 
 def build(spec: str | Path, *, compile: bool = False, seed: int = 0, sets: dict[str, str] | None = None,

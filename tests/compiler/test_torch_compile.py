@@ -34,3 +34,23 @@ def test_forward_and_backward_compile_without_graph_breaks(spec, shape):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(*shape, generator=gen)
     compiled_matches_eager(net, x, torch.randint(0, 10, (shape[0],), generator=gen))
+
+
+def test_compiled_networks_are_cached_under_the_compilers_sources(monkeypatch):
+    """The traced graph calls eidsl's custom ops by name only: a network compiled by an older eidsl,
+    whose circuit op returned (spikes, a, h), was loaded from inductor's cache after the op changed
+    and failed with an IndexError. The compile now carries a pass whose uuid hashes the compiler's
+    sources, which enters inductor's and AOT autograd's cache keys."""
+    from pathlib import Path
+
+    from eidsl import api
+    options = {}
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: options.update(kw.get("options", {})) or model)
+    api.compile_network(torch.nn.Identity())
+    tag = options["post_grad_custom_post_pass"]
+    import eidsl_compiler
+    sources = sorted(Path(eidsl_compiler.__file__).parent.glob("*.py"))
+    assert len(sources) > 5
+    from torch._inductor.custom_graph_pass import get_hash_for_files
+    assert tag.uuid() == get_hash_for_files(tuple(map(str, sources)))
+    assert tag(torch.fx.Graph()) is None           # and it changes no graph
