@@ -72,6 +72,10 @@ def _say_cold() -> None:
         notice()
 
 
+# Devices whose kernels are compiled ahead of time; the others' go through torch.compile.
+AHEAD_OF_TIME = ("cpu",)
+
+
 def cache_folder() -> str:
     """Where the compiled kernels live: in inductor's cache folder, so clearing it clears them too.
     Inductor's rule, restated: importing its module imports dynamo (1.2 s), which a warm run never needs
@@ -174,7 +178,8 @@ def kernel(body):
     """`body`, compiled on first use; if compiling fails, kernels are switched off (once, with a
     warning) and the callers fall back to their eager code from then on."""
     libraries = {}          # signature -> the loaded library's run
-    compiled = None         # torch.compile of body, off the CPU
+    compiled = None         # torch.compile of body, off the CPU,
+    served = set()          # and the signatures it has compiled entries for
 
     def fail(error, args):
         global _ACTIVE
@@ -193,17 +198,23 @@ def kernel(body):
         # ops, own the gradients.
         detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
         device = next(a.device for a in detached if isinstance(a, torch.Tensor))
-        if device.type != "cpu":
+        signature = _signature(detached)
+        if device.type not in AHEAD_OF_TIME:
             if compiled is None:
                 compiled = torch.compile(body, dynamic=True, fullgraph=True)
+            if signature in served:     # entering the settings below costs ~100 us, as much as a small layer's kernel
+                with torch._C._AutoDispatchBelowADInplaceOrView():
+                    return compiled(*detached)
+            # No duck sizing: a layer whose channel count equals its batch must not get its own entry.
             with torch.fx.experimental._config.patch(use_duck_shape=False), \
                     torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096), \
                     torch._C._AutoDispatchBelowADInplaceOrView():
                 try:
-                    return compiled(*detached)
+                    out = compiled(*detached)
                 except _compile_failures() as error:
                     return fail(error, args)
-        signature = _signature(detached)
+            served.add(signature)
+            return out
         library = libraries.get(signature)
         if library is None:
             path = _library_path(body, signature)

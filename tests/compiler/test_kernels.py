@@ -280,3 +280,19 @@ def test_a_damaged_library_file_is_built_again(monkeypatch, tmp_path):
     again = kernels.kernel(lambda v: v * offset)    # the same body in a new process: finds the damaged file
     torch.testing.assert_close(again(x), x * offset)
     assert built == [built[0], built[0]] and kernels.active()
+
+
+def test_off_the_cpu_the_kernels_go_through_torch_compile(monkeypatch):
+    """The path GPUs take (no device here): torch.compile with dynamic sizes, one entry for every size."""
+    from torch._dynamo.utils import counters
+    monkeypatch.setattr(kernels, "AHEAD_OF_TIME", ())
+    monkeypatch.setattr(kernels, "_build", lambda *a: pytest.fail("an ahead-of-time build off its devices"))
+    torch._dynamo.reset()
+    counters.clear()
+    offset = _fresh_constant()
+    run = kernels.kernel(lambda x, y: (x * y + offset).amax(1))
+    for n, c in ((6, 6), (12, 6), (8, 9)):
+        x, y = torch.rand(n, c), torch.rand(n, c)
+        torch.testing.assert_close(run(x, y), (x * y + offset).amax(1))
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
