@@ -56,10 +56,8 @@ def keywords() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    # cache=True: lark keeps the LALR tables in the temp folder, keyed by the grammar's text, options and
-    # lark's version, so a process loads them instead of building them again (~50 ms of every command).
     return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                start=["start", "expr"], cache=True)
+                start=["start", "expr"])
 
 
 def terminal_words(name: str) -> str:
