@@ -151,7 +151,7 @@ def _build(body, args, path: str) -> None:
     # No duck sizing: a layer whose channel count equals its batch must not make the two one size.
     with torch.fx.experimental._config.patch(use_duck_shape=False):
         program = torch.export.export(Body(), tuple(tensors), dynamic_shapes=shapes)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".pt2", dir=os.path.dirname(path))
     os.close(fd)
     # Dynamic threads: inductor decides whether a loop runs in parallel from the sizes it is
@@ -166,9 +166,27 @@ def _build(body, args, path: str) -> None:
             os.remove(partial)
 
 
+class UntrustedCache(OSError):
+    """The kernels' folder or a library in it could have been written by another user."""
+
+
+def _check_owner(path: str) -> None:
+    """Loading a library runs its code, and the folder sits in the shared temp folder by default: refuse
+    a folder or file that another user owns or may write (another user could have created the folder
+    first and planted a library)."""
+    if not hasattr(os, "getuid"):
+        return
+    for p in (os.path.dirname(path), path):
+        st = os.stat(p)
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise UntrustedCache(f"{p} is owned by uid {st.st_uid} or writable by others; remove it or set "
+                                 "TORCHINDUCTOR_CACHE_DIR to a folder of your own")
+
+
 def _load(path: str):
     """The library at `path` as a function of `_inputs(args)`, returning what the body returns."""
     from torch.utils._pytree import tree_unflatten, treespec_loads
+    _check_owner(path)
     runner = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
     returns = treespec_loads(runner.get_call_spec()[1])
     return lambda inputs: tree_unflatten(runner.run(inputs), returns)

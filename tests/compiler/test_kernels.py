@@ -296,3 +296,18 @@ def test_off_the_cpu_the_kernels_go_through_torch_compile(monkeypatch):
         torch.testing.assert_close(run(x, y), (x * y + offset).amax(1))
     assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+def test_a_library_in_a_folder_others_may_write_is_not_loaded(monkeypatch, tmp_path):
+    """Loading a library runs its code: a kernels folder another user may write (the default lives in the
+    shared temp folder) is refused with a warning, and the eager path runs."""
+    built = _count_builds(monkeypatch, tmp_path)
+    offset = _fresh_constant()
+    x = torch.rand(5, 3)
+    kernels.kernel(lambda v: v * offset)(x)
+    assert built
+    tmp_path.chmod(0o777)
+    monkeypatch.setattr(kernels, "_ACTIVE", True)
+    with pytest.warns(RuntimeWarning, match="writable by others"):
+        torch.testing.assert_close(kernels.kernel(lambda v: v * offset)(x), x * offset)
+    assert not kernels.active()
