@@ -28,6 +28,7 @@ import getpass
 import hashlib
 import inspect
 import logging
+import marshal
 import math
 import os
 import re
@@ -124,8 +125,10 @@ def _library_path(body, signature) -> str:
     """The library's file: a hash of everything that decides its code. The body's module text stands
     for the body and the helpers it calls (every kernel keeps its helpers in its own module)."""
     cells = tuple(c.cell_contents for c in body.__closure__ or ())
+    source = inspect.getsourcefile(body)        # None without sources (a zipped install): the bytecode then
+    code = _source_digest(source) if source else hashlib.sha256(marshal.dumps(body.__code__)).hexdigest()
     key = repr((torch.__version__, torch.backends.cpu.get_cpu_capability(), body.__module__, body.__qualname__,
-                _source_digest(inspect.getsourcefile(body)), cells, signature))
+                code, cells, signature))
     return os.path.join(cache_folder(), hashlib.sha256(key.encode()).hexdigest()[:32] + ".pt2")
 
 
