@@ -326,10 +326,23 @@ def lif_forward(current, T: int, decay: float, theta: float, soft: bool, v_reset
     for t in range(T):
         h = seq[t] if v is None else seq[t] + decay * v
         s = (h >= theta).to(h.dtype)
-        v = h - theta * s if soft else torch.where(h >= theta, v_reset, h)
+        v = _after_spike(h, s, theta, soft, v_reset)
         hs.append(h)
         spikes.append(s)
     return torch.stack(spikes).flatten(0, 1), torch.stack(hs).flatten(0, 1)
+
+
+def _after_spike(h, s, theta, soft: bool, v_reset):
+    """The membrane after step t: soft reset subtracts theta per spike, hard reset sets v_reset."""
+    return h - theta * s if soft else torch.where(h >= theta, v_reset, h)
+
+
+def _reset_grad(h, sg, theta, soft: bool, v_reset, detach_reset: bool):
+    """dv_t/dh_t through the reset (sg = s'(h_t)); 1.0 where the reset is detached from a soft LIF."""
+    if soft:                                           # v = h - theta s(h)
+        return 1.0 if detach_reset else 1 - theta * sg
+    dvdh = (h < theta).to(h.dtype)                     # v = s v_reset + (1 - s) h
+    return dvdh if detach_reset else dvdh + (v_reset - h) * sg
 
 
 @kernel
@@ -341,13 +354,7 @@ def lif_backward(grad, h, T: int, decay: float, theta: float, soft: bool, v_rese
     sgs, hs = sg.view_as(direct), h.view_as(direct)
     out = [direct[T - 1]]
     for t in range(T - 2, -1, -1):
-        if soft:                                       # v = h - theta s(h)
-            dvdh = 1.0 if detach_reset else 1 - theta * sgs[t]
-        else:                                          # v = s v_reset + (1 - s) h
-            dvdh = (hs[t] < theta).to(h.dtype)
-            if not detach_reset:
-                dvdh = dvdh + (v_reset - hs[t]) * sgs[t]
-        out.append(direct[t] + decay * out[-1] * dvdh)
+        out.append(direct[t] + decay * out[-1] * _reset_grad(hs[t], sgs[t], theta, soft, v_reset, detach_reset))
     return torch.stack(out[::-1]).flatten(0, 1)
 
 
@@ -382,20 +389,14 @@ def circuit_lif_backward(grad, a, P_div, g_E, b_E, T: int, decay: float, theta: 
         h = a_t[t] * g / D_t[t] + b
         if v is not None:
             h = h + decay * v
-        v = h - theta * (h >= theta).to(h.dtype) if soft else torch.where(h >= theta, v_reset, h)
+        v = _after_spike(h, (h >= theta).to(h.dtype), theta, soft, v_reset)
         hs.append(h)
     grad_int, later = [None] * T, None
     for t in range(T - 1, -1, -1):                      # lif_backward's, from the last step back
         sg = surrogate_grad(hs[t] - theta, surrogate, alpha)
         g_t = sg * grad_t[t]
         if later is not None:
-            if soft:
-                dvdh = 1.0 if detach_reset else 1 - theta * sg
-            else:
-                dvdh = (hs[t] < theta).to(h.dtype)
-                if not detach_reset:
-                    dvdh = dvdh + (v_reset - hs[t]) * sg
-            g_t = g_t + decay * later * dvdh
+            g_t = g_t + decay * later * _reset_grad(hs[t], sg, theta, soft, v_reset, detach_reset)
         grad_int[t] = later = g_t
     steps = [_integration_grads(grad_int[t], a_t[t], D_t[t], g_E) for t in range(T)]
     return (torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps]),
