@@ -126,13 +126,19 @@ class LIF(Function):
 # ---------------------------------------------------------------- E-I integration
 
 
+def _integrated(a, D, g_E, b_E):
+    """I_int = g_E * a / D + b_E, in the reference's order of operations, in one new buffer: the
+    backward's recomputation of the membrane calls it too, so it gets the forward's bits."""
+    return torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+
+
 class Integrate(Function):
     """I_int = g_E * (I_EE - I_sub) / D + b_E, in the reference's order of operations."""
 
     @staticmethod
     def forward(ctx, I_EE, I_sub, D, g_E, b_E):
         a = torch.sub(I_EE, I_sub)
-        out = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
+        out = _integrated(a, D, g_E, b_E)
         ctx.save_for_backward(a, D, g_E)
         return out
 
@@ -297,7 +303,7 @@ def _circuit_forward(I_EE, s_I, W_EI, g_I, g_E, b_E):
     D = min_positive_(D)
     a = pointwise(W_EI, s_I)
     a = torch.sub(I_EE, a, out=a)
-    return torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a)), a
+    return _integrated(a, D, g_E, b_E), a
 
 
 def _recomputed_divisor(s_I, W, g_I, dtype):
@@ -387,8 +393,7 @@ def _circuit_lif_forward(I_EE, s_I, W_EI, g_I, g_E, b_E, T, decay, theta, soft, 
 
 def _recomputed_membrane(a, D, g_E, b_E, cfg):
     """The forward's h from a and the stabilised divisor: the eager forward's ops, in its order."""
-    I_int = torch.mul(a, channels(g_E, a)).div_(D).add_(channels(b_E, a))
-    return lif_forward(I_int, *cfg[:5])[1]
+    return lif_forward(_integrated(a, D, g_E, b_E), *cfg[:5])[1]
 
 
 def _circuit_lif_backward(grad, saved: dict, s_I, W, g_I, g_E, b_E, cfg, mixed_dtype, need):

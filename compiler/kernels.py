@@ -299,7 +299,12 @@ def surrogate_grad(x: torch.Tensor, kind: str, alpha: float) -> torch.Tensor:
 def circuit_forward(I_EE, P_sub, P_div, g_E, b_E):
     """a = I_EE - W_EI s_I;  I_int = g_E a / min_positive(W_EI (g_I s_I)) + b_E.  Returns (I_int, a)."""
     a = I_EE - P_sub
-    return a * channels(g_E, a) / min_positive(P_div) + channels(b_E, a), a
+    return _integrated(a, min_positive(P_div), g_E, b_E), a
+
+
+def _integrated(a, D, g_E, b_E):
+    """I_int = g_E a / D + b_E, in one order of operations: the backward recomputes it bit for bit."""
+    return a * channels(g_E, a) / D + channels(b_E, a)
 
 
 def _integration_grads(grad, a, D, g_E):
@@ -382,11 +387,10 @@ def circuit_lif_backward(grad, a, P_div, g_E, b_E, T: int, decay: float, theta: 
     lif_backward's stacked bodies: stacking made inductor keep four E-sized temporaries beside
     the two outputs (VGG-8's layer-1 backward peaked 48 MB higher); this way one."""
     D = min_positive(P_div)
-    g, b = channels(g_E, a), channels(b_E, a)
     a_t, D_t, grad_t = (x.view(T, x.shape[0] // T, *x.shape[1:]) for x in (a, D, grad))
     hs, v = [], None
     for t in range(T):                                  # lif_forward's recurrence, on the recomputed current
-        h = a_t[t] * g / D_t[t] + b
+        h = _integrated(a_t[t], D_t[t], g_E, b_E)
         if v is not None:
             h = h + decay * v
         v = _after_spike(h, (h >= theta).to(h.dtype), theta, soft, v_reset)
